@@ -1,0 +1,160 @@
+"""Embedder throughput per backend and batch size, and how far each strays from torch.
+
+Run: ``python bench/embed_bench.py [--n 2000] [--batch-sizes 32 64 128] [--json out.json]``
+
+The sentences are generated (seeded, all distinct, 3 to ~60 words) so the run
+needs no data set; the torch backend at batch size 64 is the reference that
+every row's deviation (max of 1 - cosine over all sentences) is measured against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    import engram  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engram.embed import BACKENDS, DEFAULT_BACKEND, MiniLMEmbedder
+from engram.errors import EmbedderUnavailableError
+
+_SUBJECTS = [
+    "the validator", "a small miner", "my grandmother", "the committee", "an old lighthouse keeper",
+    "the neural network", "every student", "the quiet librarian", "a hungry fox", "the city council",
+    "our startup", "the orchestra", "a tired nurse", "the satellite", "this recipe",
+]
+_VERBS = [
+    "stores", "forgets", "explains", "repairs", "paints", "measures", "questions", "celebrates",
+    "ignores", "translates", "simulates", "protects", "sells", "compresses", "predicts",
+]
+_OBJECTS = [
+    "the embeddings", "a broken bicycle", "the tax report", "ancient poems", "the weather",
+    "a chocolate cake", "the stock market", "its own memory", "the football match", "quantum states",
+    "a lost passport", "the harbour lights", "the migration of birds", "a database index",
+]
+_TAILS = [
+    "before sunrise", "without telling anyone", "for the third time this week", "in Lisbon",
+    "with surprising accuracy", "because the deadline moved", "using only a pencil",
+    "while it rained", "after the power cut", "near the old bridge", "at 3 a.m.",
+]
+_FILLER = (
+    "and then it considered whether the result was worth the effort given the cost of "
+    "electricity the opinions of neighbours and the long history of similar experiments"
+).split()
+
+
+def make_sentences(n: int, seed: int = 0) -> list[str]:
+    """Distinct, varied sentences: short ones, long ones, numbers, punctuation."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    seen: set[str] = set()
+    while len(out) < n:
+        s = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}"
+        if rng.random() < 0.7:
+            s += " " + rng.choice(_TAILS)
+        if rng.random() < 0.35:
+            s += " " + " ".join(_FILLER[: rng.randint(3, len(_FILLER))])
+        if rng.random() < 0.5:
+            s += f" (case {rng.randint(0, 10**6)})"
+        s = s[0].upper() + s[1:] + rng.choice([".", "!", "?", "..."])
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+    return out
+
+
+def _time_encode(emb: MiniLMEmbedder, texts: list[str], batch_size: int, repeat: int) -> tuple[float, np.ndarray]:
+    best = float("inf")
+    vecs = np.empty(0)
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        vecs = emb.encode(texts, batch_size=batch_size)
+        best = min(best, time.perf_counter() - t0)
+    return best, vecs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2000, help="number of distinct sentences")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
+    ap.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per cell; the fastest counts")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+
+    texts = make_sentences(args.n)
+    embedders: dict[str, MiniLMEmbedder] = {}
+    skipped: dict[str, str] = {}
+    for name in dict.fromkeys(["torch", *args.backends]):
+        try:
+            t0 = time.perf_counter()
+            embedders[name] = MiniLMEmbedder(name)
+            print(f"loaded {name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        except EmbedderUnavailableError as exc:
+            skipped[name] = str(exc)
+            print(f"skipping {name}: {exc}", file=sys.stderr)
+    if "torch" not in embedders:
+        print("the torch reference is unavailable; nothing to compare against", file=sys.stderr)
+        return 1
+    for emb in embedders.values():  # warm-up: first calls allocate and JIT-plan
+        emb.encode(texts[:64], batch_size=32)
+
+    reference = embedders["torch"].encode(texts, batch_size=64)
+    rows: list[dict[str, Any]] = []
+    for name in args.backends:
+        if name not in embedders:
+            continue
+        for bs in args.batch_sizes:
+            seconds, vecs = _time_encode(embedders[name], texts, bs, args.repeat)
+            cos = np.sum(vecs.astype(np.float64) * reference, axis=1)
+            rows.append({
+                "backend": name,
+                "batch_size": bs,
+                "sentences_per_s": round(len(texts) / seconds, 1),
+                "seconds": round(seconds, 3),
+                "max_cosine_deviation_vs_torch": float(np.max(1.0 - cos)),
+                "max_abs_diff_vs_torch": float(np.max(np.abs(vecs - reference))),
+            })
+
+    header = f"{'backend':<8} {'batch':>5} {'sent/s':>9} {'max 1-cos vs torch':>19}"
+    print(f"{len(texts)} sentences, default backend: {DEFAULT_BACKEND}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['backend']:<8} {r['batch_size']:>5} {r['sentences_per_s']:>9.1f} "
+            f"{r['max_cosine_deviation_vs_torch']:>19.2e}"
+        )
+    if args.json:
+        import torch
+
+        report = {
+            "n": len(texts),
+            "reference": "torch, batch_size=64",
+            "default_backend": DEFAULT_BACKEND,
+            "skipped": skipped,
+            "machine": {
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "processor": platform.processor(),
+                "torch_threads": torch.get_num_threads(),
+            },
+            "results": rows,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

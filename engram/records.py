@@ -1,0 +1,194 @@
+"""Records and query results: the values every mode of the API hands back.
+
+Validation of what a user may store (limits on text, metadata and namespaces)
+lives here too, so the embedded store, the miner and the SDK refuse the same
+inputs with the same messages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engram.cid import cid_of_bytes, metadata_bytes, record_bytes, text_bytes, vector_bytes
+from engram.config import DEFAULT_NAMESPACE, MODEL_VERSION, Limits
+from engram.errors import InvalidRequestError, PayloadTooLargeError
+
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+
+class _ItemAccess:
+    """Lets results answer ``r["cid"]`` as well as ``r.cid`` (dict-style code keeps working)."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key.startswith("_") or not hasattr(self, key):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self) -> list[str]:
+        return list(self.__dataclass_fields__)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, eq=False)
+class Record(_ItemAccess):
+    """One stored record; its CID covers the embedding, metadata and text."""
+
+    cid: str
+    embedding: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+    text: str | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    model_version: str = MODEL_VERSION
+
+    def canonical_bytes(self) -> bytes:
+        return record_bytes(self.embedding, self.metadata, self.model_version, self.text)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        return (
+            self.cid == other.cid
+            and self.namespace == other.namespace
+            and self.metadata == other.metadata
+            and self.text == other.text
+            and self.model_version == other.model_version
+            and np.array_equal(self.embedding, other.embedding)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cid": self.cid,
+            "namespace": self.namespace,
+            "embedding": self.embedding.tolist(),
+            "metadata": self.metadata,
+            "text": self.text,
+            "model_version": self.model_version,
+        }
+
+
+@dataclass(frozen=True)
+class QueryResult(_ItemAccess):
+    """One hit of a query; ``score`` is cosine similarity in [-1, 1]."""
+
+    cid: str
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+    text: str | None = None
+    embedding: list[float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "cid": self.cid,
+            "score": self.score,
+            "metadata": self.metadata,
+            "text": self.text,
+        }
+        if self.embedding is not None:
+            out["embedding"] = self.embedding
+        return out
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, Mapping):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def check_namespace(namespace: str | None, limits: Limits) -> str:
+    """The namespace to use; ``None`` means the default one."""
+    if namespace is None:
+        return DEFAULT_NAMESPACE
+    if not isinstance(namespace, str) or not _NAMESPACE_RE.match(namespace):
+        raise InvalidRequestError(
+            f"namespace {namespace!r} is invalid: use letters, digits and _ . : - "
+            "starting with a letter or digit"
+        )
+    if len(namespace) > limits.max_namespace_chars:
+        raise InvalidRequestError(
+            f"namespace is {len(namespace)} characters, the limit is {limits.max_namespace_chars}"
+        )
+    return namespace
+
+
+def check_text(text: Any, limits: Limits, *, required: bool = False) -> str | None:
+    """Reject non-strings, over-long text and (when required) blank text; '' means no text."""
+    if text is None or text == "":
+        if required:
+            raise InvalidRequestError("text must be a non-empty string")
+        return None
+    if not isinstance(text, str):
+        raise InvalidRequestError(f"text must be a string, got {type(text).__name__}")
+    if required and not text.strip():
+        raise InvalidRequestError("text must contain something other than whitespace")
+    if len(text) > limits.max_text_chars:
+        raise PayloadTooLargeError(
+            f"text is {len(text)} characters, the limit is {limits.max_text_chars}"
+        )
+    return text
+
+
+def check_metadata(metadata: Any, limits: Limits) -> dict[str, Any]:
+    """Enforce the metadata depth limit (size is checked on the canonical bytes)."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidRequestError(f"metadata must be a JSON object, got {type(metadata).__name__}")
+    depth = _depth(metadata)
+    if depth > limits.max_metadata_depth:
+        raise InvalidRequestError(
+            f"metadata is nested {depth} levels deep, the limit is {limits.max_metadata_depth}"
+        )
+    return dict(metadata)
+
+
+def make_record(
+    embedding: Any,
+    metadata: Any = None,
+    text: Any = None,
+    namespace: str | None = None,
+    *,
+    dim: int,
+    limits: Limits,
+    model_version: str = MODEL_VERSION,
+) -> Record:
+    """Validate one record's parts against every rule and limit and give it its CID."""
+    text = check_text(text, limits)
+    metadata = check_metadata(metadata, limits)
+    namespace = check_namespace(namespace, limits)
+    vec = vector_bytes(embedding, dim)
+    meta = metadata_bytes(metadata, model_version)
+    if len(meta) > limits.max_metadata_bytes:
+        raise PayloadTooLargeError(
+            f"metadata is {len(meta)} bytes of JSON, the limit is {limits.max_metadata_bytes}"
+        )
+    canonical = vec + meta + text_bytes(text)
+    return Record(
+        cid=cid_of_bytes(canonical),
+        embedding=np.frombuffer(vec, dtype="<f4"),
+        metadata=metadata,
+        text=text,
+        namespace=namespace,
+        model_version=model_version,
+    )
+
+
+def check_top_k(top_k: Any, limits: Limits) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= limits.max_top_k:
+        raise InvalidRequestError(
+            f"top_k must be an integer from 1 to {limits.max_top_k}, got {top_k!r}"
+        )
+    return top_k

@@ -1,0 +1,280 @@
+"""SQLite, the source of truth: records, their text (FTS5) and the index checkpoints.
+
+One writer connection guarded by a lock and one reader connection per thread;
+WAL mode lets readers run while a write commits. A write is acknowledged only
+after its transaction commits, which is what survives ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engram.errors import StorageError
+from engram.records import Record
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace     TEXT NOT NULL,
+    cid           TEXT NOT NULL,
+    embedding     BLOB NOT NULL,
+    metadata      TEXT NOT NULL,
+    text          TEXT,
+    model_version TEXT NOT NULL,
+    created_at    REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS records_namespace_cid ON records(namespace, cid);
+CREATE INDEX IF NOT EXISTS records_namespace_id ON records(namespace, id);
+CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(
+    text, content='records', content_rowid='id'
+);
+CREATE TRIGGER IF NOT EXISTS records_fts_insert AFTER INSERT ON records
+WHEN new.text IS NOT NULL BEGIN
+    INSERT INTO records_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS records_fts_delete AFTER DELETE ON records
+WHEN old.text IS NOT NULL BEGIN
+    INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TABLE IF NOT EXISTS index_checkpoints (
+    namespace    TEXT PRIMARY KEY,
+    file         TEXT NOT NULL,
+    indexed_upto INTEGER NOT NULL,
+    params       TEXT NOT NULL
+);
+"""
+
+_RECORD_COLUMNS = "id, cid, embedding, metadata, text, namespace, model_version"
+
+
+def row_to_record(row: Sequence[Any]) -> Record:
+    return Record(
+        cid=row[1],
+        embedding=np.frombuffer(row[2], dtype="<f4"),
+        metadata=json.loads(row[3]),
+        text=row[4],
+        namespace=row[5],
+        model_version=row[6],
+    )
+
+
+class Database:
+    """The SQLite file of one store."""
+
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self.write_lock = threading.RLock()
+        try:
+            self._writer = self._connect()
+            self._writer.executescript(_SCHEMA)
+            self._check_schema()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the store database {path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA cache_size=-65536")
+        return conn
+
+    def _check_schema(self) -> None:
+        row = self._writer.execute(
+            "SELECT value FROM settings WHERE key='schema_version'"
+        ).fetchone()
+        if row is None:
+            self._writer.execute(
+                "INSERT INTO settings(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+            )
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path} was written by a newer Engram (schema {row[0]}); upgrade engram-subnet"
+            )
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the single writer; commits on success, rolls back on error."""
+        with self.write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # --- records -------------------------------------------------------------------------
+
+    def insert(self, conn: sqlite3.Connection, records: Sequence[Record]) -> list[int | None]:
+        """Insert records; returns each new row id, or None where the CID was already stored."""
+        ids: list[int | None] = []
+        for r in records:
+            cur = conn.execute(
+                "INSERT INTO records(namespace, cid, embedding, metadata, text, model_version) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(namespace, cid) DO NOTHING",
+                (
+                    r.namespace,
+                    r.cid,
+                    r.embedding.tobytes(),
+                    json.dumps(r.metadata, ensure_ascii=False, separators=(",", ":")),
+                    r.text,
+                    r.model_version,
+                ),
+            )
+            ids.append(cur.lastrowid if cur.rowcount else None)
+        return ids
+
+    def delete(self, conn: sqlite3.Connection, namespace: str, cid: str) -> int | None:
+        row = conn.execute(
+            "DELETE FROM records WHERE namespace=? AND cid=? RETURNING id", (namespace, cid)
+        ).fetchone()
+        return row[0] if row else None
+
+    def get(self, namespace: str, cid: str) -> Record | None:
+        row = self.reader.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE namespace=? AND cid=?", (namespace, cid)
+        ).fetchone()
+        return row_to_record(row) if row else None
+
+    def find_cid(self, cid: str) -> Record | None:
+        """The record with this CID in any namespace (audits and challenges name no namespace)."""
+        row = self.reader.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE cid=? ORDER BY id LIMIT 1", (cid,)
+        ).fetchone()
+        return row_to_record(row) if row else None
+
+    def page(self, namespace: str, limit: int, offset: int) -> list[Record]:
+        rows = self.reader.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE namespace=? ORDER BY id LIMIT ? OFFSET ?",
+            (namespace, limit, offset),
+        ).fetchall()
+        return [row_to_record(r) for r in rows]
+
+    def count(self, namespace: str | None = None) -> int:
+        if namespace is None:
+            return self.reader.execute("SELECT count(*) FROM records").fetchone()[0]
+        return self.reader.execute(
+            "SELECT count(*) FROM records WHERE namespace=?", (namespace,)
+        ).fetchone()[0]
+
+    def namespaces(self) -> dict[str, int]:
+        rows = self.reader.execute(
+            "SELECT namespace, count(*) FROM records GROUP BY namespace ORDER BY namespace"
+        ).fetchall()
+        return dict(rows)
+
+    def all_cids(self) -> list[str]:
+        return [r[0] for r in self.reader.execute("SELECT DISTINCT cid FROM records")]
+
+    def hits(self, ids: Sequence[int]) -> dict[int, tuple[str, str, str | None, bytes]]:
+        """cid, metadata JSON, text and embedding of the given row ids, keyed by id."""
+        marks = ",".join("?" * len(ids))
+        rows = self.reader.execute(
+            f"SELECT id, cid, metadata, text, embedding FROM records WHERE id IN ({marks})",
+            tuple(ids),
+        )
+        return {r[0]: r[1:] for r in rows}
+
+    def live_ids(self, namespace: str, upto: int | None = None) -> np.ndarray:
+        sql = "SELECT id FROM records WHERE namespace=?"
+        args: tuple[Any, ...] = (namespace,)
+        if upto is not None:
+            sql += " AND id<=?"
+            args += (upto,)
+        rows = self.reader.execute(sql + " ORDER BY id", args).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors(
+        self, namespace: str, after_id: int = 0, ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, float32 matrix) of the namespace's rows after ``after_id`` (or of ``ids``)."""
+        if ids is None:
+            cur = self.reader.execute(
+                "SELECT id, embedding FROM records WHERE namespace=? AND id>? ORDER BY id",
+                (namespace, after_id),
+            )
+            rows = cur.fetchall()
+        else:
+            rows = []
+            for start in range(0, len(ids), 900):
+                chunk = [int(i) for i in ids[start : start + 900]]
+                marks = ",".join("?" * len(chunk))
+                rows.extend(
+                    self.reader.execute(
+                        f"SELECT id, embedding FROM records WHERE id IN ({marks})", chunk
+                    ).fetchall()
+                )
+        if not rows:
+            return np.empty(0, dtype=np.int64), np.empty((0, 0), dtype=np.float32)
+        out_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+        return out_ids, matrix
+
+    def filter_ids(self, namespace: str, where: str, params: Sequence[Any]) -> np.ndarray:
+        rows = self.reader.execute(
+            f"SELECT id FROM records WHERE namespace=? AND ({where}) ORDER BY id",
+            (namespace, *params),
+        ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def keyword_ids(self, namespace: str, query: str, limit: int) -> list[tuple[int, float]]:
+        rows = self.reader.execute(
+            "SELECT records.id, bm25(records_fts) FROM records_fts "
+            "JOIN records ON records.id = records_fts.rowid "
+            "WHERE records_fts MATCH ? AND records.namespace=? ORDER BY bm25(records_fts) LIMIT ?",
+            (query, namespace, limit),
+        ).fetchall()
+        return [(r[0], -r[1]) for r in rows]
+
+    # --- index checkpoints ---------------------------------------------------------------
+
+    def checkpoint(self, namespace: str) -> tuple[str, int, dict[str, Any]] | None:
+        row = self.reader.execute(
+            "SELECT file, indexed_upto, params FROM index_checkpoints WHERE namespace=?",
+            (namespace,),
+        ).fetchone()
+        return (row[0], row[1], json.loads(row[2])) if row else None
+
+    def set_checkpoint(self, namespace: str, file: str, upto: int, params: dict[str, Any]) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO index_checkpoints(namespace, file, indexed_upto, params) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(namespace) DO UPDATE SET "
+                "file=excluded.file, indexed_upto=excluded.indexed_upto, params=excluded.params",
+                (namespace, file, upto, json.dumps(params, sort_keys=True)),
+            )
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self.write_lock:
+            self._writer.close()
