@@ -28,6 +28,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
 from engram.embed import BACKENDS, DEFAULT_BACKEND, MiniLMEmbedder
 from engram.errors import EmbedderUnavailableError
 
+# fmt: off
 _SUBJECTS = [
     "the validator", "a small miner", "my grandmother", "the committee", "an old lighthouse keeper",
     "the neural network", "every student", "the quiet librarian", "a hungry fox", "the city council",
@@ -47,15 +48,17 @@ _TAILS = [
     "with surprising accuracy", "because the deadline moved", "using only a pencil",
     "while it rained", "after the power cut", "near the old bridge", "at 3 a.m.",
 ]
-_FILLER = (
+# fmt: on
+_FILLER_TEXT = (
     "and then it considered whether the result was worth the effort given the cost of "
     "electricity the opinions of neighbours and the long history of similar experiments"
-).split()
+)
 
 
 def make_sentences(n: int, seed: int = 0) -> list[str]:
     """Distinct, varied sentences: short ones, long ones, numbers, punctuation."""
     rng = random.Random(seed)
+    filler = _FILLER_TEXT.split()
     out: list[str] = []
     seen: set[str] = set()
     while len(out) < n:
@@ -63,7 +66,7 @@ def make_sentences(n: int, seed: int = 0) -> list[str]:
         if rng.random() < 0.7:
             s += " " + rng.choice(_TAILS)
         if rng.random() < 0.35:
-            s += " " + " ".join(_FILLER[: rng.randint(3, len(_FILLER))])
+            s += " " + " ".join(filler[: rng.randint(3, len(filler))])
         if rng.random() < 0.5:
             s += f" (case {rng.randint(0, 10**6)})"
         s = s[0].upper() + s[1:] + rng.choice([".", "!", "?", "..."])
@@ -73,22 +76,24 @@ def make_sentences(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def _time_encode(emb: MiniLMEmbedder, texts: list[str], batch_size: int, repeat: int) -> tuple[float, np.ndarray]:
-    best = float("inf")
-    vecs = np.empty(0)
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        vecs = emb.encode(texts, batch_size=batch_size)
-        best = min(best, time.perf_counter() - t0)
-    return best, vecs
+def _time_encode(
+    emb: MiniLMEmbedder, texts: list[str], batch_size: int
+) -> tuple[float, np.ndarray]:
+    t0 = time.perf_counter()
+    vecs = emb.encode(texts, batch_size=batch_size)
+    return time.perf_counter() - t0, vecs
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=2000, help="number of distinct sentences")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
     ap.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    ap.add_argument("--repeat", type=int, default=1, help="runs per cell; the fastest counts")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="rounds over all cells; each cell's fastest counts"
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
 
@@ -109,22 +114,29 @@ def main(argv: list[str] | None = None) -> int:
     for emb in embedders.values():  # warm-up: first calls allocate and JIT-plan
         emb.encode(texts[:64], batch_size=32)
 
-    reference = embedders["torch"].encode(texts, batch_size=64)
-    rows: list[dict[str, Any]] = []
-    for name in args.backends:
-        if name not in embedders:
-            continue
-        for bs in args.batch_sizes:
-            seconds, vecs = _time_encode(embedders[name], texts, bs, args.repeat)
-            cos = np.sum(vecs.astype(np.float64) * reference, axis=1)
-            rows.append({
-                "backend": name,
-                "batch_size": bs,
-                "sentences_per_s": round(len(texts) / seconds, 1),
-                "seconds": round(seconds, 3),
-                "max_cosine_deviation_vs_torch": float(np.max(1.0 - cos)),
-                "max_abs_diff_vs_torch": float(np.max(np.abs(vecs - reference))),
-            })
+    reference = embedders["torch"].encode(texts, batch_size=64).astype(np.float64)
+    cells = [(name, bs) for name in args.backends if name in embedders for bs in args.batch_sizes]
+    best: dict[tuple[str, int], float] = {}
+    deviation: dict[tuple[str, int], tuple[float, float]] = {}
+    # Rounds interleave the cells so a burst of load elsewhere on the machine
+    # hits every cell alike instead of sinking one of them.
+    for _ in range(args.repeat):
+        for cell in cells:
+            seconds, vecs = _time_encode(embedders[cell[0]], texts, cell[1])
+            best[cell] = min(best.get(cell, float("inf")), seconds)
+            cos = np.sum(vecs * reference, axis=1)
+            deviation[cell] = (float(np.max(1.0 - cos)), float(np.max(np.abs(vecs - reference))))
+    rows: list[dict[str, Any]] = [
+        {
+            "backend": name,
+            "batch_size": bs,
+            "sentences_per_s": round(len(texts) / best[name, bs], 1),
+            "seconds": round(best[name, bs], 3),
+            "max_cosine_deviation_vs_torch": deviation[name, bs][0],
+            "max_abs_diff_vs_torch": deviation[name, bs][1],
+        }
+        for name, bs in cells
+    ]
 
     header = f"{'backend':<8} {'batch':>5} {'sent/s':>9} {'max 1-cos vs torch':>19}"
     print(f"{len(texts)} sentences, default backend: {DEFAULT_BACKEND}")

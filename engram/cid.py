@@ -45,7 +45,8 @@ class CIDParts(NamedTuple):
 def vector_bytes(embedding: Sequence[float] | np.ndarray, dim: int | None = None) -> bytes:
     """Little-endian float32 bytes of ``embedding``; rejects NaN/inf, empties and wrong sizes."""
     try:
-        arr = np.asarray(embedding, dtype="<f4")
+        with np.errstate(over="ignore"):  # overflow becomes inf, rejected below
+            arr = np.asarray(embedding, dtype="<f4")
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError("embedding must be a flat list of numbers") from exc
     if arr.ndim != 1 or arr.size == 0:

@@ -65,8 +65,15 @@ class StoreConfig:
         default=2_048,
         metadata={"help": "below this many rows (namespace or filter match) search is exact"},
     )
+    filtered_hnsw_min_selectivity: float = field(
+        default=0.05,
+        metadata={"help": "filters matching less than this share of a namespace search exactly"},
+    )
     compact_tombstone_ratio: float = field(
         default=0.2, metadata={"help": "deleted share of an index that triggers compaction"}
+    )
+    checkpoint_interval_s: float = field(
+        default=30.0, metadata={"help": "how often a changed index is written to disk"}
     )
     synchronous: str = field(
         default="NORMAL",
@@ -75,7 +82,6 @@ class StoreConfig:
             "FULL also a power cut"
         },
     )
-    index_threads: int = field(default=0, metadata={"help": "threads for index builds (0 = all)"})
 
 
 @dataclass(frozen=True)

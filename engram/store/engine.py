@@ -33,7 +33,6 @@ from engram.store.index import HnswIndex, normalize
 
 log = logging.getLogger(__name__)
 
-_CHECKPOINT_INTERVAL_S = 30.0
 _MIN_TOMBSTONES_TO_COMPACT = 64
 
 
@@ -236,7 +235,7 @@ class Store:
         namespace = check_namespace(namespace, self.limits)
         query = self._query_vector(vector)
         space = self._space(namespace)
-        if filter:
+        if filter is not None and filter != {}:
             where, params = compile_filter(filter)
             allowed = self.db.filter_ids(namespace, where, params)
             scores, ids = self._filtered(space, query, top_k, allowed)
@@ -302,7 +301,11 @@ class Store:
         in_pending = np.isin(pending_ids, allowed, assume_unique=True)
         parts = [(pending_vecs[in_pending] @ query, pending_ids[in_pending])]
         indexed = allowed[allowed <= index.max_label] if len(index) else allowed[:0]
-        if len(allowed) <= self.config.exact_search_max_rows:
+        selectivity = len(indexed) / max(len(index), 1)
+        if (
+            len(allowed) <= self.config.exact_search_max_rows
+            or selectivity < self.config.filtered_hnsw_min_selectivity
+        ):
             if len(indexed):
                 parts.append((index.vectors(indexed) @ query, indexed))
             # Committed by a concurrent writer after our snapshot: read them from SQLite.
@@ -313,7 +316,6 @@ class Store:
                 if len(late_ids):
                     parts.append((normalize(late_vecs) @ query, late_ids))
         elif len(indexed):
-            selectivity = len(indexed) / max(len(index), 1)
             ef = max(self.config.hnsw_ef_search, top_k)
             ef = min(int(ef / math.sqrt(selectivity)), 1024)
             selector = faiss.IDSelectorBatch(indexed)
@@ -394,10 +396,15 @@ class Store:
             self._wake.set()
         return space
 
-    def _needs_compaction(self, space: _Space) -> bool:
-        return len(space.dead) >= _MIN_TOMBSTONES_TO_COMPACT and len(
-            space.dead
-        ) > self.config.compact_tombstone_ratio * len(space.index)
+    def _needs_compaction(self, space: _Space, force: bool = False) -> bool:
+        """Due when tombstones pass the configured share; ``force`` (flush) takes any."""
+        dead = len(space.dead)
+        if force:
+            return dead > 0
+        return (
+            dead >= _MIN_TOMBSTONES_TO_COMPACT
+            and dead > self.config.compact_tombstone_ratio * len(space.index)
+        )
 
     def _index_loop(self) -> None:
         while not self._closed.is_set():
@@ -415,13 +422,13 @@ class Store:
     def _maintain(self, space: _Space, force: bool) -> None:
         """Index pending rows, compact tombstones and checkpoint, as each is due."""
         with self._maintain_lock:
-            if self._needs_compaction(space):
+            if self._needs_compaction(space, force):
                 self._rebuild(space, compact=True)
             if len(space.pending_ids) and (
                 force or len(space.pending_ids) >= self.config.index_batch_rows
             ):
                 self._rebuild(space, compact=False)
-            due = time.monotonic() - space.saved_at > _CHECKPOINT_INTERVAL_S
+            due = time.monotonic() - space.saved_at > self.config.checkpoint_interval_s
             if space.dirty and (force or due):
                 self._checkpoint(space)
 
