@@ -18,9 +18,11 @@ flag) so its peak RSS is its own. Per engine: insert time (Engram: until every
 ``put`` returned — durable and searchable — and until ``flush()`` built the
 whole index), an efSearch sweep of sequential single-vector queries (the
 fastest setting with recall@10 >= 0.95 is reported), the 1 %-filter query at
-the lowest efSearch reaching 0.95, disk bytes, peak RSS and reopen time
-(open + first query, warm page cache). All three use the same HNSW build
-parameters as Engram's defaults (M=32, efConstruction=64), inner product.
+the lowest efSearch reaching 0.95 (swept on up to 1024), disk bytes, peak RSS
+and reopen time (open + first query, warm page cache). Engram and FAISS are
+also timed with FAISS on one OpenMP thread, and Engram's query time is broken
+down by part. All three build HNSW with Engram's defaults (M=32,
+efConstruction=64) over inner product.
 """
 
 from __future__ import annotations
@@ -395,6 +397,25 @@ def _pick(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {**best, "target_reached": bool(ok)}
 
 
+def _one_thread(
+    engine: EngineBench, queries: np.ndarray, truth: np.ndarray, warmup: int
+) -> dict[str, Any]:
+    """The chosen setting again with FAISS limited to one OpenMP thread in this thread.
+
+    FAISS opens an OpenMP parallel region even for a single query; when the
+    cores are busy, waking the second thread costs a scheduler slice.
+    """
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        lat, found = time_queries(engine.search, queries, warmup=warmup)
+    finally:
+        faiss.omp_set_num_threads(before)
+    return {"recall": recall_at_k(found, truth), **latency_summary(lat)}
+
+
 def run_child(args: argparse.Namespace) -> int:
     """Measure one engine on the data set in ``--dataset-dir``; write JSON to ``--result``."""
     ds = args.dataset_dir
@@ -452,7 +473,9 @@ def run_child(args: argparse.Namespace) -> int:
         result["filtered"] = _pick(fsweep)
 
     engine.set_ef(result["query"]["ef"])
-    result["diagnostics"] = engine.diagnostics(queries)
+    if args.engine in ("engram", "faiss"):
+        result["query_one_thread"] = _one_thread(engine, queries, truth, args.warmup)
+    result["diagnostics"] = engine.diagnostics(queries[: args.diagnostic_queries])
     t0 = clock()
     engine.close()
     result["close_seconds"] = clock() - t0
@@ -558,6 +581,7 @@ def spawn(engine: str, dataset: str, folder: Path, work: Path, args: argparse.Na
         "--store-dir", str(work / f"{dataset}-{engine}"), "--result", str(result),
         "--m", str(args.m), "--ef-construction", str(args.ef_construction),
         "--bucket", str(args.bucket), "--batch", str(args.batch), "--warmup", str(args.warmup),
+        "--diagnostic-queries", str(args.diagnostic_queries),
         "--ef", *map(str, args.ef),
     ]  # fmt: skip
     t0 = clock()
@@ -625,6 +649,9 @@ _ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("recall@10", lambda r: f"{r['query']['recall']:.3f}"),
     ("single-query QPS", lambda r: _num(r["query"]["qps"])),
     ("p50 / p99 latency ms", lambda r: f"{r['query']['p50_ms']:.2f} / {r['query']['p99_ms']:.2f}"),
+    ("  QPS, FAISS on 1 OpenMP thread", lambda r: _num(r["query_one_thread"]["qps"])),
+    ("  p50 / p99 ms, 1 OpenMP thread",
+     lambda r: f"{r['query_one_thread']['p50_ms']:.2f} / {r['query_one_thread']['p99_ms']:.2f}"),
     ("filtered (1 %): efSearch", lambda r: _reached(r["filtered"])),
     ("filtered recall@10", lambda r: f"{r['filtered']['recall']:.3f}"),
     ("filtered QPS", lambda r: _num(r["filtered"]["qps"])),
@@ -787,6 +814,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=1000, help="records per Engram put()")
     ap.add_argument("--bucket", type=int, default=7, help="bucket of the 1 %% filter")
     ap.add_argument("--warmup", type=int, default=50, help="untimed queries before each timing")
+    ap.add_argument(
+        "--diagnostic-queries", type=int, default=300, help="queries for Engram's time breakdown"
+    )
     ap.add_argument("--m", type=int, default=0, help="HNSW M (0 = Engram's default)")
     ap.add_argument("--ef-construction", type=int, default=0, help="0 = Engram's default")
     ap.add_argument("--workdir", type=Path, default=None, help="where the stores are built")

@@ -102,6 +102,9 @@ class MinerConfig:
     home: Path = field(default_factory=engram_home, metadata={"help": "data directory"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     reader_threads: int = field(default=8, metadata={"help": "threads that serve queries"})
+    shutdown_grace_s: float = field(
+        default=10.0, metadata={"help": "how long in-flight requests may finish on SIGTERM"}
+    )
 
 
 _ENV_PREFIX = "ENGRAM_"

@@ -8,19 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engram.errors import InvalidRequestError
-
-
-@dataclass(frozen=True)
-class IngestItem:
-    """One record to ingest: text to embed, or an embedding (optionally with its text)."""
-
-    text: str | None = None
-    embedding: list[float] | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+from engram.memory import IngestItem
 
 
 @dataclass(frozen=True)
@@ -58,10 +50,10 @@ class FileIngestReport:
         return len(self.errors)
 
 
-def ingest_item(item: Any) -> IngestItem:
+def ingest_item(item: Any, namespace: str | None = None) -> IngestItem:
     """Check one batch item (``{"text" | "embedding", "metadata"?}``) without touching storage."""
     if isinstance(item, IngestItem):
-        return item
+        return item if namespace is None else replace(item, namespace=namespace)
     if not isinstance(item, Mapping):
         raise InvalidRequestError(
             f'each item must be an object like {{"text": ...}} or {{"embedding": [...]}}, '
@@ -89,10 +81,11 @@ def ingest_item(item: Any) -> IngestItem:
         text=text,
         embedding=list(embedding) if embedding is not None else None,
         metadata=dict(metadata or {}),
+        namespace=namespace,
     )
 
 
-def parse_jsonl_line(line: str) -> IngestItem | None:
+def parse_jsonl_line(line: str, namespace: str | None = None) -> IngestItem | None:
     """One line of an ingest file; blank lines are skipped (``None``)."""
     if not line.strip():
         return None
@@ -100,7 +93,7 @@ def parse_jsonl_line(line: str) -> IngestItem | None:
         doc = json.loads(line)
     except json.JSONDecodeError as exc:
         raise InvalidRequestError(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
-    return ingest_item(doc)
+    return ingest_item(doc, namespace)
 
 
 def require_text(text: Any) -> str:

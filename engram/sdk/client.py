@@ -12,14 +12,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from engram.embed import Embedder
 from engram.errors import EngramError, InvalidRequestError
+from engram.memory import IngestItem
 from engram.records import QueryResult, Record
 from engram.sdk._base import (
     BatchResult,
     FileIngestReport,
-    IngestItem,
-    require_text,
     ingest_item,
     parse_jsonl_line,
+    require_text,
 )
 from engram.sdk.embedded import EmbeddedTransport
 
@@ -52,9 +52,8 @@ class EngramClient:
         self, text: str, metadata: Mapping[str, Any] | None = None, namespace: str | None = None
     ) -> str:
         """Embed ``text`` with the canonical model and store it; returns its CID."""
-        return self._one(
-            IngestItem(text=require_text(text), metadata=dict(metadata or {})), namespace
-        )
+        item = IngestItem(require_text(text), None, dict(metadata or {}), self._ns(namespace))
+        return self._one(item)
 
     def ingest_embedding(
         self,
@@ -64,11 +63,13 @@ class EngramClient:
         namespace: str | None = None,
     ) -> str:
         """Store a vector you computed (optionally with its text); returns its CID."""
-        item = ingest_item({"embedding": vector, "metadata": metadata, "text": text})
-        return self._one(item, namespace)
+        item = ingest_item(
+            {"embedding": vector, "metadata": metadata, "text": text}, self._ns(namespace)
+        )
+        return self._one(item)
 
-    def _one(self, item: IngestItem, namespace: str | None) -> str:
-        (outcome,) = self._transport.ingest([item], self._ns(namespace))
+    def _one(self, item: IngestItem) -> str:
+        (outcome,) = self._transport.ingest([item])
         if isinstance(outcome, EngramError):
             raise outcome
         return outcome
@@ -86,14 +87,12 @@ class EngramClient:
         slots: list[int] = []
         for i, raw in enumerate(items):
             try:
-                valid.append(ingest_item(raw))
+                valid.append(ingest_item(raw, self._ns(namespace)))
                 slots.append(i)
                 outcomes.append("")
             except EngramError as exc:
                 outcomes.append(exc)
-        for slot, outcome in zip(
-            slots, self._transport.ingest(valid, self._ns(namespace)), strict=True
-        ):
+        for slot, outcome in zip(slots, self._transport.ingest(valid), strict=True):
             outcomes[slot] = outcome
         return BatchResult(
             cids=[o if isinstance(o, str) else None for o in outcomes],
@@ -115,7 +114,7 @@ class EngramClient:
         batch: list[tuple[int, IngestItem]] = []
 
         def flush() -> None:
-            outcomes = self._transport.ingest([item for _, item in batch], self._ns(namespace))
+            outcomes = self._transport.ingest([item for _, item in batch])
             for (line_no, _), outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, EngramError):
                     report.errors.append((line_no, outcome.message))
@@ -138,7 +137,7 @@ class EngramClient:
             task = bar.add_task("ingest", total=path.stat().st_size, name=path.name, ok=0, bad=0)
             for line_no, raw in enumerate(fh, start=1):
                 try:
-                    item = parse_jsonl_line(raw.decode("utf-8"))
+                    item = parse_jsonl_line(raw.decode("utf-8"), self._ns(namespace))
                 except UnicodeDecodeError:
                     report.errors.append((line_no, "line is not valid UTF-8"))
                     item = None
@@ -171,8 +170,8 @@ class EngramClient:
         include_embedding: bool = False,
     ) -> list[QueryResult]:
         """Records nearest in meaning to ``text``, best first (cosine similarity)."""
-        return self._transport.query_text(
-            require_text(text), top_k, filter, self._ns(namespace), include_embedding
+        return self._transport.query(
+            require_text(text), None, top_k, filter, self._ns(namespace), include_embedding
         )
 
     def query_by_vector(
@@ -184,8 +183,8 @@ class EngramClient:
         include_embedding: bool = False,
     ) -> list[QueryResult]:
         """Records nearest to ``vector``, best first (cosine similarity)."""
-        return self._transport.query_vector(
-            vector, top_k, filter, self._ns(namespace), include_embedding
+        return self._transport.query(
+            None, vector, top_k, filter, self._ns(namespace), include_embedding
         )
 
     def get(self, cid: str, namespace: str | None = None) -> Record | None:

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from engram.config import Limits, StoreConfig, engram_home
-from engram.embed import Embedder, get_embedder
+from engram.embed import Embedder
 from engram.errors import EngramError, NotFoundError
-from engram.records import QueryResult, Record, check_text
-from engram.sdk._base import IngestItem
+from engram.memory import IngestItem, Memory
+from engram.records import QueryResult, Record
 from engram.store import Store
 
 
@@ -27,66 +27,21 @@ class EmbeddedTransport:
         limits: Limits | None = None,
     ) -> None:
         self.store = Store(path or engram_home(), config=config, limits=limits)
-        self._embedder = embedder
+        self.memory = Memory(self.store, embedder)
 
-    @property
-    def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = get_embedder()
-        return self._embedder
+    def ingest(self, items: Sequence[IngestItem]) -> list[str | EngramError]:
+        return self.memory.ingest(items)
 
-    def ingest(self, items: Sequence[IngestItem], namespace: str | None) -> list[str | EngramError]:
-        """Store the valid items in one transaction; each failure is returned in its place."""
-        outcome: list[str | EngramError | None] = [None] * len(items)
-        to_embed: list[int] = []
-        for i, item in enumerate(items):
-            if item.embedding is None:
-                try:
-                    check_text(item.text, self.store.limits, required=True)
-                    to_embed.append(i)
-                except EngramError as exc:
-                    outcome[i] = exc
-        vectors: dict[int, Any] = {}
-        if to_embed:
-            encoded = self.embedder.encode([items[i].text or "" for i in to_embed])
-            vectors = dict(zip(to_embed, encoded, strict=True))
-        records: list[tuple[int, Record]] = []
-        for i, item in enumerate(items):
-            if outcome[i] is not None:
-                continue
-            try:
-                vector = vectors[i] if item.embedding is None else item.embedding
-                record = self.store.record(vector, item.metadata, item.text, namespace)
-                records.append((i, record))
-            except EngramError as exc:
-                outcome[i] = exc
-        if records:
-            cids = self.store.put([r for _, r in records])
-            for (i, _), cid in zip(records, cids, strict=True):
-                outcome[i] = cid
-        return [o for o in outcome if o is not None]
-
-    def query_text(
+    def query(
         self,
-        text: str,
+        text: str | None,
+        vector: Sequence[float] | np.ndarray | None,
         top_k: int,
         filter: Mapping[str, Any] | None,
         namespace: str | None,
         include_embedding: bool,
     ) -> list[QueryResult]:
-        check_text(text, self.store.limits, required=True)
-        vector = self.embedder.encode([text])[0]
-        return self.store.search(vector, top_k, filter, namespace, include_embedding)
-
-    def query_vector(
-        self,
-        vector: Sequence[float] | np.ndarray,
-        top_k: int,
-        filter: Mapping[str, Any] | None,
-        namespace: str | None,
-        include_embedding: bool,
-    ) -> list[QueryResult]:
-        return self.store.search(vector, top_k, filter, namespace, include_embedding)
+        return self.memory.query(text, vector, top_k, filter, namespace, include_embedding)
 
     def get(self, cid: str, namespace: str | None) -> Record | None:
         return self.store.get(cid, namespace)

@@ -24,7 +24,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from engram.config import EMBEDDING_MODEL_ID, Limits, StoreConfig
+from engram.config import EMBEDDING_MODEL_ID, MODEL_VERSION, Limits, StoreConfig
 from engram.errors import DimensionMismatchError, InvalidRequestError, StorageError
 from engram.records import QueryResult, Record, check_namespace, check_top_k, make_record
 from engram.store.db import Database
@@ -137,9 +137,18 @@ class Store:
         metadata: Mapping[str, Any] | None = None,
         text: str | None = None,
         namespace: str | None = None,
+        model_version: str = MODEL_VERSION,
     ) -> Record:
         """Validate parts against this store's dimension and limits; the result has its CID."""
-        return make_record(embedding, metadata, text, namespace, dim=self.dim, limits=self.limits)
+        return make_record(
+            embedding,
+            metadata,
+            text,
+            namespace,
+            dim=self.dim,
+            limits=self.limits,
+            model_version=model_version,
+        )
 
     def put(self, records: Sequence[Record]) -> list[str]:
         """Store records durably (one transaction) and return their CIDs.

@@ -10,6 +10,7 @@ so the index file alone is enough to map hits back to records.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,17 @@ import numpy as np
 from engram.errors import StorageError
 
 ENGINE = "faiss-hnsw-flat-ip"
+_thread_state = threading.local()
+
+
+def _single_threaded() -> None:
+    """One query gains nothing from OpenMP; its thread start-up costs more than the search.
+
+    The OpenMP thread count is per calling thread, so index builds elsewhere keep all cores.
+    """
+    if not getattr(_thread_state, "single", False):
+        faiss.omp_set_num_threads(1)
+        _thread_state.single = True
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -64,6 +76,8 @@ class HnswIndex:
             return
         if len(self._labels) and ids[0] <= self._labels[-1]:
             raise StorageError("rows must be indexed in ascending id order")
+        faiss.omp_set_num_threads(os.cpu_count() or 1)  # builds use every core
+        _thread_state.single = False
         self._index.add_with_ids(unit_vectors, ids)
         self._labels = np.concatenate([self._labels, ids.astype(np.int64)])
 
@@ -71,6 +85,7 @@ class HnswIndex:
         self, unit_query: np.ndarray, k: int, ef: int, selector: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, row ids) of the best ``k``; ids are -1 where fewer were found."""
+        _single_threaded()
         if selector is None:
             key = (ef, 0)
             params = self._params_cache.get(key)

@@ -1,0 +1,253 @@
+"""The miner's HTTP API: thin routes over :class:`MinerService`.
+
+The store is synchronous, so writes go through one writer thread and reads
+and embedding through a pool of reader threads; the event loop only moves
+bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import uvicorn
+from fastapi import FastAPI, Query, Request, Response
+from prometheus_client import Gauge
+
+from engram import __version__
+from engram.cid import parse_cid
+from engram.config import Limits, MinerConfig, StoreConfig
+from engram.embed import Embedder
+from engram.errors import EngramError, UnavailableError
+from engram.memory import Memory
+from engram.miner.service import MinerService, ingest_item
+from engram.proofs import Challenge
+from engram.protocol import (
+    BatchIngestRequest,
+    BatchIngestResponse,
+    ChallengeAnswer,
+    ChallengeRequest,
+    CommitmentResponse,
+    CountResponse,
+    DeleteResponse,
+    HealthResponse,
+    InclusionProofOut,
+    IngestRequest,
+    IngestResponse,
+    ListResponse,
+    QueryRequest,
+    QueryResponse,
+    RecordOut,
+    StatsResponse,
+)
+from engram.server.app import configure_logging, create_app
+from engram.store import Store
+
+log = logging.getLogger("engram.miner")
+T = TypeVar("T")
+
+
+class _Runtime:
+    """The service plus the threads it runs on; lives for the app's lifetime."""
+
+    def __init__(self, service: MinerService, reader_threads: int) -> None:
+        self.service = service
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="engram-writer")
+        self.readers = ThreadPoolExecutor(reader_threads, thread_name_prefix="engram-reader")
+        self.model_ready = threading.Event()
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.readers, fn, *args)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.writer, fn, *args)
+
+    def warm_up(self) -> None:
+        """Load the model off the request path; /health says ready once it answers."""
+        try:
+            self.service.memory.embedder.encode(["warm up"])
+            self.model_ready.set()
+        except EngramError:
+            log.exception("the embedder could not be loaded; text requests will fail")
+
+    def close(self) -> None:
+        self.writer.shutdown(wait=True)
+        self.readers.shutdown(wait=True)
+        self.service.store.close()
+
+
+def _record_out(record: Any) -> dict[str, Any]:
+    return RecordOut(**record.to_dict()).model_dump()
+
+
+def create_miner_app(
+    config: MinerConfig | None = None,
+    store_config: StoreConfig | None = None,
+    limits: Limits | None = None,
+    embedder: Embedder | None = None,
+) -> FastAPI:
+    """The miner app over a store under ``config.home``; opened and closed with the app."""
+    config = config or MinerConfig()
+    limits = limits or Limits()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store(config.home, config=store_config, limits=limits)
+        runtime = _Runtime(MinerService(Memory(store, embedder)), config.reader_threads)
+        app.state.runtime = runtime
+        runtime.readers.submit(runtime.warm_up)
+        log.info("miner ready", extra={"home": str(config.home), "records": store.count()})
+        try:
+            yield
+        finally:
+            runtime.close()
+            log.info("miner stopped; store closed")
+
+    app = create_app("Engram miner", __version__, limits, lifespan=lifespan)
+    records_gauge = Gauge("engram_records", "records stored", registry=app.state.metrics.registry)
+
+    def rt(request: Request) -> _Runtime:
+        return request.app.state.runtime
+
+    @app.post("/IngestSynapse", response_model=IngestResponse)
+    async def ingest(body: IngestRequest, request: Request) -> dict[str, Any]:
+        runtime = rt(request)
+        prepared = await runtime.read(runtime.service.prepare, [ingest_item(body)])
+        (outcome,) = await runtime.write(runtime.service.commit, prepared)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return {"cid": outcome, "error": None}
+
+    @app.post("/BatchIngestSynapse", response_model=BatchIngestResponse)
+    async def batch_ingest(body: BatchIngestRequest, request: Request) -> dict[str, Any]:
+        runtime = rt(request)
+        outcomes: list[Any] = []
+        items = []
+        for req in body.items:
+            try:
+                items.append(ingest_item(req))
+                outcomes.append(None)
+            except EngramError as exc:
+                outcomes.append(exc)
+        prepared = await runtime.read(runtime.service.prepare, items)
+        stored = iter(await runtime.write(runtime.service.commit, prepared))
+        outcomes = [next(stored) if o is None else o for o in outcomes]
+        return {
+            "cids": [o if isinstance(o, str) else None for o in outcomes],
+            "errors": [str(o) if isinstance(o, Exception) else None for o in outcomes],
+        }
+
+    @app.post("/QuerySynapse", response_model=QueryResponse, response_model_exclude_none=True)
+    async def query(body: QueryRequest, request: Request) -> dict[str, Any]:
+        runtime = rt(request)
+        results, latency_ms = await runtime.read(
+            runtime.service.query,
+            body.query_text,
+            body.query_vector,
+            body.top_k,
+            body.filter,
+            body.namespace,
+            body.include_embedding,
+        )
+        return {"results": [r.to_dict() for r in results], "latency_ms": latency_ms}
+
+    @app.post("/ChallengeSynapse", response_model=ChallengeAnswer)
+    async def challenge(body: ChallengeRequest, request: Request) -> dict[str, str]:
+        parse_cid(body.cid)
+        runtime = rt(request)
+        answer = await runtime.read(
+            runtime.service.challenge, Challenge(body.cid, body.nonce_hex, body.expires_at)
+        )
+        return {"embedding_hash": answer.embedding_hash, "proof": answer.proof}
+
+    @app.get("/retrieve/{cid}", response_model=RecordOut)
+    async def retrieve(cid: str, request: Request, namespace: str | None = None) -> dict[str, Any]:
+        parse_cid(cid)
+        runtime = rt(request)
+        return _record_out(await runtime.read(runtime.service.retrieve, cid, namespace))
+
+    @app.delete("/records/{cid}", response_model=DeleteResponse)
+    async def delete(cid: str, request: Request, namespace: str | None = None) -> dict[str, Any]:
+        parse_cid(cid)
+        runtime = rt(request)
+        await runtime.write(runtime.service.delete, cid, namespace)
+        return {"cid": cid, "deleted": True}
+
+    @app.get("/list", response_model=ListResponse)
+    async def list_records(
+        request: Request,
+        limit: int = Query(100, ge=1, le=limits.max_list_limit),
+        offset: int = Query(0, ge=0),
+        namespace: str | None = None,
+    ) -> dict[str, Any]:
+        store = rt(request).service.store
+        records = await rt(request).read(store.list, namespace, limit, offset)
+        total = await rt(request).read(store.count, namespace or "default")
+        return {
+            "records": [_record_out(r) for r in records],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
+
+    @app.get("/count", response_model=CountResponse)
+    async def count(request: Request, namespace: str | None = None) -> dict[str, Any]:
+        return {
+            "count": await rt(request).read(rt(request).service.store.count, namespace),
+            "namespace": namespace,
+        }
+
+    @app.get("/commitment", response_model=CommitmentResponse)
+    async def commitment(request: Request) -> dict[str, Any]:
+        tree = await rt(request).read(rt(request).service.inventory)
+        return {"root": tree.root, "count": len(tree)}
+
+    @app.get("/prove/{cid}", response_model=InclusionProofOut)
+    async def prove(cid: str, request: Request) -> dict[str, Any]:
+        parse_cid(cid)
+        root, proof = await rt(request).read(rt(request).service.prove, cid)
+        return {**proof.to_dict(), "root": root}
+
+    @app.get("/health", response_model=HealthResponse)
+    async def health(request: Request, response: Response) -> dict[str, Any]:
+        runtime = rt(request)
+        ready = runtime.model_ready.is_set()
+        if not ready:
+            response.status_code = UnavailableError.status
+        return {
+            "status": "ok" if ready else "starting",
+            "ready": ready,
+            "store": True,
+            "model": ready,
+            "version": __version__,
+        }
+
+    @app.get("/stats", response_model=StatsResponse)
+    async def stats(request: Request) -> dict[str, Any]:
+        return await rt(request).read(rt(request).service.stats)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        records_gauge.set(await rt(request).read(rt(request).service.store.count))
+        return request.app.state.metrics.render()
+
+    return app
+
+
+def serve_miner(config: MinerConfig, store_config: StoreConfig | None = None) -> None:
+    """Run the miner until SIGINT/SIGTERM; in-flight requests finish, then the store closes."""
+    configure_logging(config.log_level)
+    app = create_miner_app(config, store_config)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=config.shutdown_grace_s,
+    )

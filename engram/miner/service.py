@@ -1,0 +1,126 @@
+"""Everything a miner does, callable without HTTP: the routes are a thin layer over this."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from engram import __version__
+from engram.errors import InvalidRequestError, NotFoundError
+from engram.memory import IngestItem, Memory
+from engram.proofs import Challenge, ChallengeResponse, InclusionProof, MerkleTree, respond
+from engram.protocol import IngestRequest
+from engram.records import QueryResult, Record
+
+_LATENCY_WINDOW = 10_000
+
+
+def ingest_item(req: IngestRequest) -> IngestItem:
+    """A wire ingest request as an item: text, a vector, or both on purpose."""
+    if req.text is None and req.raw_embedding is None:
+        raise InvalidRequestError(
+            "give text, raw_embedding, or both (to store this vector with this text)"
+        )
+    return IngestItem(
+        text=req.text,
+        embedding=req.raw_embedding,
+        metadata=req.metadata or {},
+        namespace=req.namespace,
+        model_version=req.model_version,
+    )
+
+
+class MinerService:
+    """A store, the canonical embedder, proofs and the numbers ``/stats`` reports."""
+
+    def __init__(self, memory: Memory) -> None:
+        self.memory = memory
+        self.store = memory.store
+        self.started = time.monotonic()
+        self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        self._queries = 0
+        self._stats_lock = threading.Lock()
+        self._tree: MerkleTree | None = None
+        self._tree_lock = threading.Lock()
+
+    # --- writes (one writer thread) ------------------------------------------------------
+
+    def prepare(self, items: Sequence[IngestItem]) -> list[Record | Exception]:
+        """Embed and validate; CPU-bound, so it runs on the reader pool, not the writer."""
+        return list(self.memory.prepare(items))
+
+    def commit(self, prepared: Sequence[Record | Exception]) -> list[str | Exception]:
+        results = list(self.memory.commit(prepared))  # type: ignore[arg-type]
+        if any(isinstance(r, str) for r in results):
+            self._tree = None
+        return results
+
+    def delete(self, cid: str, namespace: str | None) -> None:
+        if not self.store.delete(cid, namespace):
+            raise NotFoundError(f"no record {cid} in namespace {namespace or 'default'}")
+        self._tree = None
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def query(
+        self,
+        text: str | None,
+        vector: Sequence[float] | None,
+        top_k: int,
+        filter: dict[str, Any] | None,
+        namespace: str | None,
+        include_embedding: bool,
+    ) -> tuple[list[QueryResult], float]:
+        """Results and the server-side latency in milliseconds."""
+        started = time.perf_counter()
+        results = self.memory.query(text, vector, top_k, filter, namespace, include_embedding)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        with self._stats_lock:
+            self._queries += 1
+            self._latencies.append(elapsed_ms)
+        return results, elapsed_ms
+
+    def retrieve(self, cid: str, namespace: str | None = None) -> Record:
+        record = self.store.find(cid) if namespace is None else self.store.get(cid, namespace)
+        if record is None:
+            raise NotFoundError(f"no record {cid} on this miner")
+        return record
+
+    def challenge(self, challenge: Challenge) -> ChallengeResponse:
+        return respond(challenge, self.retrieve(challenge.cid))
+
+    def inventory(self) -> MerkleTree:
+        """The Merkle tree over held CIDs, rebuilt only after the inventory changed."""
+        with self._tree_lock:
+            tree = self._tree
+            if tree is None:
+                tree = self._tree = MerkleTree(self.store.cids())
+            return tree
+
+    def prove(self, cid: str) -> tuple[str, InclusionProof]:
+        tree = self.inventory()
+        return tree.root, tree.prove(cid)
+
+    def stats(self) -> dict[str, Any]:
+        with self._stats_lock:
+            latencies = np.array(self._latencies) if self._latencies else None
+            queries = self._queries
+        return {
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "records": self.store.count(),
+            "namespaces": self.store.namespaces(),
+            "queries_served": queries,
+            "query_latency_p50_ms": None
+            if latencies is None
+            else float(np.percentile(latencies, 50)),
+            "query_latency_p99_ms": None
+            if latencies is None
+            else float(np.percentile(latencies, 99)),
+            "index": self.store.stats(),
+        }

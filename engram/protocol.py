@@ -1,0 +1,140 @@
+"""Wire models of the miner protocol, shared by the miner, gateway and SDK.
+
+Field names follow the original Engram synapses (``IngestSynapse``,
+``QuerySynapse``, ...) so existing clients keep working. Limits come from
+:class:`engram.config.Limits`; values the models cannot check alone (text
+length, metadata size and depth, dimensions) are checked when the record is
+built, with the same messages in every mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engram.config import MODEL_VERSION, Limits
+
+_LIMITS = Limits()
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class IngestRequest(_Wire):
+    text: str | None = None
+    raw_embedding: list[float] | None = None
+    metadata: dict[str, Any] | None = None
+    model_version: str = MODEL_VERSION
+    namespace: str | None = None
+
+
+class IngestResponse(_Wire):
+    cid: str | None = None
+    error: str | None = None
+
+
+class BatchIngestRequest(_Wire):
+    items: list[IngestRequest] = Field(max_length=_LIMITS.max_batch_items)
+
+
+class BatchIngestResponse(_Wire):
+    cids: list[str | None]
+    errors: list[str | None]
+
+
+class QueryRequest(_Wire):
+    query_text: str | None = None
+    query_vector: list[float] | None = None
+    top_k: int = Field(default=10, ge=1, le=_LIMITS.max_top_k)
+    filter: dict[str, Any] | None = None
+    namespace: str | None = None
+    include_embedding: bool = False
+
+
+class QueryHit(_Wire):
+    cid: str
+    score: float
+    metadata: dict[str, Any]
+    text: str | None = None
+    embedding: list[float] | None = None
+
+
+class QueryResponse(_Wire):
+    results: list[QueryHit] = Field(default_factory=list)
+    latency_ms: float = 0.0
+    error: str | None = None
+
+
+class ChallengeRequest(_Wire):
+    cid: str
+    nonce_hex: str = Field(min_length=32, max_length=256)
+    expires_at: float
+
+
+class ChallengeAnswer(_Wire):
+    embedding_hash: str
+    proof: str
+
+
+class RecordOut(_Wire):
+    cid: str
+    namespace: str
+    embedding: list[float]
+    metadata: dict[str, Any]
+    text: str | None = None
+    model_version: str = MODEL_VERSION
+
+
+class ListResponse(_Wire):
+    records: list[RecordOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class CountResponse(_Wire):
+    count: int
+    namespace: str | None = None
+
+
+class DeleteResponse(_Wire):
+    cid: str
+    deleted: bool
+
+
+class CommitmentResponse(_Wire):
+    root: str
+    count: int
+
+
+class InclusionProofOut(_Wire):
+    cid: str
+    index: int
+    root: str
+    siblings: list[tuple[str, str]]
+
+
+class HealthResponse(_Wire):
+    status: str
+    ready: bool
+    store: bool
+    model: bool
+    version: str
+
+
+class StatsResponse(_Wire):
+    version: str
+    uptime_s: float
+    records: int
+    namespaces: dict[str, int]
+    queries_served: int
+    query_latency_p50_ms: float | None
+    query_latency_p99_ms: float | None
+    index: dict[str, dict[str, int]]
+
+
+class ErrorBody(_Wire):
+    error: str
+    code: str

@@ -1,0 +1,1 @@
+"""The parts every Engram HTTP server shares (miner now, gateway later)."""
