@@ -193,11 +193,14 @@ class Database:
     def all_cids(self) -> list[str]:
         return [r[0] for r in self.reader.execute("SELECT DISTINCT cid FROM records")]
 
-    def hits(self, ids: Sequence[int]) -> dict[int, tuple[str, str, str | None, bytes]]:
-        """cid, metadata JSON, text and embedding of the given row ids, keyed by id."""
+    def hits(
+        self, ids: Sequence[int], with_embedding: bool = False
+    ) -> dict[int, tuple[str, str, str | None, bytes | None]]:
+        """cid, metadata JSON, text and (on request) embedding of the given row ids, by id."""
         marks = ",".join("?" * len(ids))
+        embedding = "embedding" if with_embedding else "NULL"
         rows = self.reader.execute(
-            f"SELECT id, cid, metadata, text, embedding FROM records WHERE id IN ({marks})",
+            f"SELECT id, cid, metadata, text, {embedding} FROM records WHERE id IN ({marks})",
             tuple(ids),
         )
         return {r[0]: r[1:] for r in rows}

@@ -340,7 +340,7 @@ class Store:
     ) -> list[QueryResult]:
         if len(ids) == 0:
             return []
-        rows = self.db.hits([int(i) for i in ids])
+        rows = self.db.hits(ids.tolist(), include_embedding)
         results = []
         for score, rowid in zip(scores.tolist(), ids.tolist(), strict=True):
             row = rows.get(rowid)
