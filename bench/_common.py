@@ -260,3 +260,240 @@ def rss_bytes() -> int:
         return int(psutil.Process().memory_info().rss)
     except ImportError:
         return peak_rss_bytes()
+
+
+# --- HTTP load generation (aiohttp client, in a process of its own) -------------------------
+#
+# A load spec is a dict {"base_url", "server_pid", "runs": [run, ...]}; each run is
+# {"name", "path", "body": {...}, "concurrency", "requests", "warmup", "time_limit_s"} and
+# its body is one of
+#   {"kind": "query", "vectors": "q.npy", "top_k": 10}        one query per vector, cycled
+#   {"kind": "raw_batch", "vectors": "v.npy", "batch": 1000}  BatchIngestSynapse of raw vectors
+#   {"kind": "text_batch", "texts": "t.json", "batch": 64}    BatchIngestSynapse of texts
+#   {"kind": "text_single", "texts": "t.json"}                one IngestSynapse per text
+# ("namespace" optional for the ingest kinds). The warm-up sends the first ``warmup`` bodies
+# untimed; "requests" (default: every body after those) are then timed, cycling through the
+# bodies, with at most "concurrency" in flight. Bodies are encoded before the clock starts,
+# with vectors as ``ndarray.tolist()`` floats, as the SDK sends them.
+
+_LOAD_CLIENT_BOOT = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from _common import load_client_main; load_client_main(sys.argv[2], sys.argv[3])"
+)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_load(spec: dict[str, Any], work: Path, timeout_s: float) -> list[dict[str, Any]]:
+    """Run ``spec`` in a fresh client process; one summary dict per run, in order."""
+    import json
+    import subprocess
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    spec_path, out_path = work / f"load-{tag}.json", work / f"load-{tag}.out.json"
+    spec_path.write_text(json.dumps(spec))
+    here = str(Path(__file__).resolve().parent)
+    cmd = [sys.executable, "-c", _LOAD_CLIENT_BOOT, here, str(spec_path), str(out_path)]
+    subprocess.run(cmd, check=True, timeout=timeout_s)
+    return list(json.loads(out_path.read_text()))
+
+
+def _dumps() -> Callable[[Any], bytes]:
+    try:
+        import orjson
+
+        return orjson.dumps
+    except ImportError:
+        import json
+
+        return lambda obj: json.dumps(obj).encode()
+
+
+def _load_bodies(body: dict[str, Any]) -> tuple[list[bytes], list[int]]:
+    """The encoded request bodies of one run and how many items each carries."""
+    import json
+
+    dumps = _dumps()
+    kind, ns = body["kind"], body.get("namespace")
+    if kind in ("query", "raw_batch"):
+        vectors = np.load(body["vectors"])
+        if kind == "query":
+            top_k = int(body.get("top_k", 10))
+            out = [dumps({"query_vector": v.tolist(), "top_k": top_k}) for v in vectors]
+            return out, [1] * len(out)
+        size, out, items = int(body["batch"]), [], []
+        for start in range(0, len(vectors), size):
+            chunk = vectors[start : start + size]
+            docs = [
+                {"raw_embedding": v.tolist(), "metadata": {"row": start + i}, "namespace": ns}
+                for i, v in enumerate(chunk)
+            ]
+            out.append(dumps({"items": docs}))
+            items.append(len(chunk))
+        return out, items
+    texts = json.loads(Path(body["texts"]).read_text())
+    if kind == "text_single":
+        return [dumps({"text": t, "namespace": ns}) for t in texts], [1] * len(texts)
+    if kind == "text_batch":
+        size = int(body["batch"])
+        chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+        out = [dumps({"items": [{"text": t, "namespace": ns} for t in c]}) for c in chunks]
+        return out, [len(c) for c in chunks]
+    raise ValueError(f"unknown body kind {kind!r}")
+
+
+def _server_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` (all its threads) so far."""
+    if pid is None:
+        return None
+    try:
+        import psutil
+
+        t = psutil.Process(pid).cpu_times()
+        return float(t.user + t.system)
+    except Exception:  # psutil missing, or not Linux and no such process
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            return None
+
+
+async def _one_run(base_url: str, server_pid: int | None, run: dict[str, Any]) -> dict[str, Any]:
+    import asyncio
+    import json
+    import time
+
+    import aiohttp
+
+    bodies, items = _load_bodies(run["body"])
+    url = base_url + run["path"]
+    concurrency = int(run["concurrency"])
+    warmup = max(int(run.get("warmup", 0)), 0)
+    total = int(run.get("requests") or len(bodies) - warmup)
+    time_limit = float(run.get("time_limit_s", 60.0))
+    headers = {"Content-Type": "application/json"}
+    clock = time.perf_counter
+    lat = np.full(total, np.nan)
+    server_ms: list[float] = []
+    statuses: dict[int, int] = {}
+    item_errors = 0
+    first_error: list[str] = []
+    done_items = 0
+
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=max(time_limit, 30.0))
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def post(i: int) -> tuple[int, bytes]:
+            async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as resp:
+                return resp.status, await resp.read()
+
+        # Warm-up: open every connection and wake the server's threads, untimed. It uses
+        # the first ``warmup`` bodies and the timed requests the ones after, so ingest
+        # runs never time a re-sent (deduplicated) body unless they wrap around.
+        warm = [post(i) for i in range(warmup)]
+        for start in range(0, len(warm), concurrency):
+            await asyncio.gather(*warm[start : start + concurrency])
+
+        next_i = 0
+        deadline = clock() + time_limit
+
+        async def worker() -> None:
+            nonlocal next_i, item_errors, done_items
+            while next_i < total and clock() < deadline:
+                i = next_i
+                next_i += 1
+                t0 = clock()
+                try:
+                    status, raw = await post(warmup + i)
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    status, raw = -1, repr(exc).encode()
+                lat[i] = clock() - t0
+                statuses[status] = statuses.get(status, 0) + 1
+                if status != 200:
+                    if not first_error:
+                        first_error.append(f"{status}: {raw[:300].decode(errors='replace')}")
+                    continue
+                done_items += items[(warmup + i) % len(items)]
+                doc = json.loads(raw)
+                if "latency_ms" in doc:
+                    server_ms.append(float(doc["latency_ms"]))
+                errs = doc.get("errors") or []
+                bad = sum(1 for e in errs if e is not None) + (doc.get("error") is not None)
+                if bad:
+                    item_errors += bad
+                    if not first_error:
+                        first_error.append(str(next(e for e in errs if e) if errs else doc))
+
+        cpu0, srv0, t0 = time.process_time(), _server_cpu_s(server_pid), clock()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = clock() - t0
+        client_cpu = time.process_time() - cpu0
+        srv1 = _server_cpu_s(server_pid)
+
+    done = lat[~np.isnan(lat)]
+    n = len(done)
+    out: dict[str, Any] = {
+        "name": run.get("name"),
+        "concurrency": concurrency,
+        "requests": n,
+        "planned_requests": total,
+        "timed_out": n < total,
+        "wall_s": wall,
+        "rps": n / wall if wall > 0 else None,
+        "items": done_items,
+        "items_per_s": done_items / wall if wall > 0 else None,
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "http_errors": sum(v for k, v in statuses.items() if k != 200),
+        "item_errors": item_errors,
+        "first_error": first_error[0] if first_error else None,
+        "body_bytes_mean": float(np.mean([len(b) for b in bodies])),
+        "client_cpu_us_per_request": client_cpu / n * 1e6 if n else None,
+        "server_cpu_us_per_request": (srv1 - srv0) / n * 1e6
+        if n and srv0 is not None and srv1 is not None
+        else None,
+        "server_cpu_share": (srv1 - srv0) / wall if srv0 is not None and srv1 is not None else None,
+    }
+    if n:
+        out.update(
+            p50_ms=float(np.percentile(done, 50) * 1e3),
+            p90_ms=float(np.percentile(done, 90) * 1e3),
+            p99_ms=float(np.percentile(done, 99) * 1e3),
+            max_ms=float(done.max() * 1e3),
+            mean_ms=float(done.mean() * 1e3),
+        )
+    if server_ms:
+        out["server_p50_ms"] = float(np.percentile(server_ms, 50))
+        out["server_p99_ms"] = float(np.percentile(server_ms, 99))
+    return out
+
+
+def load_client_main(spec_path: str, out_path: str) -> None:
+    """Entry point of the client process started by :func:`run_load`."""
+    import asyncio
+    import json
+
+    spec = json.loads(Path(spec_path).read_text())
+
+    async def all_runs() -> list[dict[str, Any]]:
+        return [
+            await _one_run(spec["base_url"], spec.get("server_pid"), run) for run in spec["runs"]
+        ]
+
+    try:
+        import uvloop
+
+        results = uvloop.run(all_runs())
+    except ImportError:
+        results = asyncio.run(all_runs())
+    Path(out_path).write_text(json.dumps(results, indent=1))

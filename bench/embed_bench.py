@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import sys
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     texts = make_sentences(args.n)
+    load_before = os.getloadavg()
     embedders: dict[str, MiniLMEmbedder] = {}
     skipped: dict[str, str] = {}
     for name in dict.fromkeys(["torch", *args.backends]):
@@ -148,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"{'backend':<8} {'batch':>5} {'sent/s':>9} {'sent/cpu-s':>10} {'max 1-cos vs torch':>19}"
     )
-    print(f"{len(texts)} sentences, default backend: {DEFAULT_BACKEND}")
+    load_after = os.getloadavg()
+    print(
+        f"{len(texts)} sentences, default backend: {DEFAULT_BACKEND}, "
+        f"load average {load_before[0]:.1f} -> {load_after[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -168,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                 "python": platform.python_version(),
                 "platform": platform.platform(),
                 "processor": platform.processor(),
+                "cpus": os.cpu_count(),
                 "torch_threads": torch.get_num_threads(),
+                "loadavg_1min_before": load_before[0],
+                "loadavg_1min_after": load_after[0],
             },
             "results": rows,
         }

@@ -1,12 +1,13 @@
 """Engram: decentralized, content-addressed semantic memory for AI."""
 
+__version__ = "0.1.0"  # first: modules imported below read it
+
 from engram import errors
 from engram.records import QueryResult, Record
-from engram.sdk import BatchResult, EngramClient, FileIngestReport
-
-__version__ = "0.1.0"
+from engram.sdk import AsyncEngramClient, BatchResult, EngramClient, FileIngestReport
 
 __all__ = [
+    "AsyncEngramClient",
     "BatchResult",
     "EngramClient",
     "FileIngestReport",

@@ -138,12 +138,17 @@ def generate_cid(
     return cid_of_bytes(record_bytes(embedding, metadata, model_version, text, dim))
 
 
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_cid(cid: str) -> CIDParts:
     """Split a CID into version and digest, or raise :class:`InvalidCIDError`."""
     match = _CID_RE.match(cid) if isinstance(cid, str) else None
     if match is None:
         raise InvalidCIDError(
-            f"{cid!r} is not a CID: expected 'v1::' followed by 64 lowercase hex characters"
+            f"{_short(cid)} is not a CID: expected 'v1::' followed by 64 lowercase hex characters"
         )
     return CIDParts(match.group(1), match.group(2))
 

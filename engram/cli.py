@@ -1,39 +1,479 @@
-"""The ``engram`` command: the only place that prints or exits."""
+"""The ``engram`` command: the only place that prints or exits.
+
+A thin layer over :class:`engram.EngramClient`. Every data command runs against
+the embedded store (``--home`` or ``ENGRAM_HOME``) unless a node is named with
+``--url`` or ``ENGRAM_URL``; ``--json`` prints machine-readable JSON on stdout
+and nothing else there.
+
+Exit codes: 0 success, 1 an Engram error (not found, invalid input rejected by
+the store or node, unreachable node) or a partly failed file ingest, 2 a usage
+error (bad option values, conflicting options), 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-from engram.config import MinerConfig, load_config
+from engram.config import DEFAULT_NAMESPACE, MinerConfig, engram_url, load_config
+from engram.errors import EngramError
+from engram.sdk import EngramClient, FileIngestReport
+from engram.sdk._base import FILE_BATCH_ITEMS
 
-app = typer.Typer(help="Engram: decentralized semantic memory for AI.", no_args_is_help=True)
+app = typer.Typer(
+    help="Engram: decentralized semantic memory for AI.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+CID_SHORT_HEX = 12
+EXCERPT_CHARS = 80
+SHOWN_FILE_ERRORS = 10
+
+# --- shared options --------------------------------------------------------------------------
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="node to talk to (a miner or gateway), e.g. http://127.0.0.1:8091 "
+        "[ENGRAM_URL]; without it the embedded store is used",
+        show_default=False,
+    ),
+]
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="directory of the embedded store [ENGRAM_HOME, default ~/.engram]",
+        show_default=False,
+    ),
+]
+NamespaceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--namespace", "-n", help="namespace to use (default: default)", show_default=False
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="print machine-readable JSON on stdout, nothing else")
+]
+
+
+# --- output helpers --------------------------------------------------------------------------
+
+
+def _stdout() -> Console:
+    # Built per call so a redirected or replaced sys.stdout (pipes, tests) is honoured.
+    return Console(highlight=False)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """One red line on stderr, then exit with ``code``."""
+    _stderr().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _usage_error(message: str) -> NoReturn:
+    _fail(message, EXIT_USAGE)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, allow_nan=False))
+
+
+@contextmanager
+def _cli_errors() -> Iterator[None]:
+    """Engram errors become one red line and exit 1; Ctrl-C exits 130 quietly."""
+    try:
+        yield
+    except EngramError as exc:
+        _fail(exc.message)
+    except OSError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+@contextmanager
+def _open_client(url: str | None, home: Path | None) -> Iterator[EngramClient]:
+    """The one place that picks the mode: a node (``--url``/``ENGRAM_URL``) or the embedded store.
+
+    An explicit ``--home`` outranks ``ENGRAM_URL``; ``--url`` with ``--home`` is a usage error.
+    """
+    if url and home is not None:
+        _usage_error("give --url (a node) or --home (the embedded store), not both")
+    if not url and home is None:
+        url = engram_url()
+    client = EngramClient(url) if url else EngramClient(path=home)
+    with client:
+        yield client
+
+
+# --- argument parsing ------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; such values stay strings.
+    raise ValueError(name)
+
+
+def _parse_value(raw: str) -> Any:
+    """A metadata value: JSON when it parses (numbers, true/false, null, lists, objects), else text."""
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except ValueError:
+        return raw
+
+
+def _parse_metadata(pairs: list[str]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            _usage_error(f"--metadata expects key=value, got {pair!r}")
+        metadata[key] = _parse_value(value)
+    return metadata
+
+
+def _parse_filter(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        _usage_error(f"--filter is not valid JSON: {exc.msg} at column {exc.colno}")
+    except ValueError as exc:
+        _usage_error(f"--filter is not valid JSON: {exc} is not a JSON value")
+    if not isinstance(value, dict):
+        _usage_error(
+            f'--filter must be a JSON object such as \'{{"lang": "en"}}\', '
+            f"got {type(value).__name__}"
+        )
+    return value
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def _short_cid(cid: str) -> str:
+    prefix, sep, digest = cid.partition("::")
+    if not sep:
+        return cid if len(cid) <= CID_SHORT_HEX + 4 else cid[: CID_SHORT_HEX + 4] + "…"
+    return f"{prefix}::{digest[:CID_SHORT_HEX]}…" if len(digest) > CID_SHORT_HEX else cid
+
+
+def _excerpt(text: str | None, limit: int = EXCERPT_CHARS) -> str:
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _render_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_render_value(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(_render_value(v) for v in value) or "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _render_stats(stats: Mapping[str, Any]) -> list[Any]:
+    """A key/value grid; a mapping of mappings (like the per-namespace index) gets its own table."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    tables: list[Any] = []
+    for key, value in stats.items():
+        if (
+            isinstance(value, Mapping)
+            and value
+            and all(isinstance(v, Mapping) for v in value.values())
+        ):
+            columns = list(dict.fromkeys(k for v in value.values() for k in v))
+            table = Table(title=str(key), title_justify="left")
+            table.add_column("name")
+            for col in columns:
+                table.add_column(str(col), justify="right")
+            for name, row in value.items():
+                table.add_row(
+                    escape(str(name)), *(escape(_render_value(row.get(c))) for c in columns)
+                )
+            tables.append(table)
+        else:
+            grid.add_row(escape(str(key)), escape(_render_value(value)))
+    return [grid, *tables]
+
+
+def _file_report_json(report: FileIngestReport) -> dict[str, Any]:
+    return {
+        "path": report.path,
+        "ingested": report.ingested,
+        "failed": report.failed,
+        "cids": report.cids,
+        "errors": [{"line": line, "error": message} for line, message in report.errors],
+    }
+
+
+def _print_file_report(report: FileIngestReport) -> None:
+    out = _stdout()
+    name = escape(Path(report.path).name)
+    colour = "red" if report.failed else "green"
+    out.print(
+        f"[{colour}]ingested {report.ingested}[/] record(s) from {name}, "
+        f"[{colour}]{report.failed} failed[/]"
+    )
+    if not report.errors:
+        return
+    err = _stderr()
+    for line, message in report.errors[:SHOWN_FILE_ERRORS]:
+        err.print(f"  [red]line {line}:[/] {escape(message)}", soft_wrap=True)
+    hidden = report.failed - SHOWN_FILE_ERRORS
+    if hidden > 0:
+        err.print(f"  … and {hidden} more (--json lists them all)")
+
+
+# --- commands --------------------------------------------------------------------------------
 
 
 @app.callback()
 def main() -> None:
-    """Engram: decentralized semantic memory for AI."""
+    """Engram: decentralized semantic memory for AI.
+
+    Data commands use the embedded store under ENGRAM_HOME (default ~/.engram)
+    unless a node is given with --url or ENGRAM_URL.
+    """
+
+
+@app.command()
+def ingest(
+    text: Annotated[
+        str | None,
+        typer.Argument(help="text to embed and store (or use --file)", show_default=False),
+    ] = None,
+    metadata: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metadata",
+            "-m",
+            help="key=value metadata, repeatable; values are JSON when they parse "
+            "(42, true, null, [1,2]), else strings",
+            show_default=False,
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help='JSONL file, one {"text"|"embedding", "metadata"?} object a line',
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="lines per write batch with --file")
+    ] = FILE_BATCH_ITEMS,
+    namespace: NamespaceOption = None,
+    url: UrlOption = None,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Store TEXT (or every line of --file) and print its CID."""
+    if (text is None) == (file is None):
+        _usage_error("give TEXT or --file, exactly one of them")
+    if file is not None and metadata:
+        _usage_error("--metadata applies to TEXT; in a --file put metadata on each line")
+    meta = _parse_metadata(metadata or [])
+    with _cli_errors(), _open_client(url, home) as client:
+        if file is not None:
+            report = client.batch_ingest_file(
+                file, namespace=namespace, batch_size=batch_size, progress=not json_output
+            )
+            if json_output:
+                _print_json(_file_report_json(report))
+            else:
+                _print_file_report(report)
+            if report.failed:
+                raise typer.Exit(EXIT_ERROR)
+            return
+        assert text is not None
+        cid = client.ingest(text, metadata=meta, namespace=namespace)
+    if json_output:
+        _print_json({"cid": cid, "namespace": namespace or DEFAULT_NAMESPACE})
+    else:
+        _stdout().print(cid, soft_wrap=True)
+
+
+@app.command()
+def query(
+    text: Annotated[str, typer.Argument(help="what to search for, by meaning")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="how many results")] = 5,
+    filter: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help='metadata filter as a JSON object, e.g. \'{"lang": "en"}\'',
+            show_default=False,
+        ),
+    ] = None,
+    namespace: NamespaceOption = None,
+    url: UrlOption = None,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Find the records nearest in meaning to TEXT, best first."""
+    where = _parse_filter(filter)
+    with _cli_errors(), _open_client(url, home) as client:
+        results = client.query(text, top_k=top_k, filter=where, namespace=namespace)
+    if json_output:
+        _print_json([r.to_dict() for r in results])
+        return
+    out = _stdout()
+    if not results:
+        out.print("[dim]no results[/]")
+        return
+    table = Table(caption="CIDs are shortened; --json prints them in full", caption_justify="left")
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("cid", no_wrap=True)
+    table.add_column("text")
+    table.add_column("metadata")
+    for r in results:
+        table.add_row(
+            f"{r.score:.3f}",
+            escape(_short_cid(r.cid)),
+            escape(_excerpt(r.text)),
+            escape(_compact_json(r.metadata)) if r.metadata else "",
+        )
+    out.print(table)
+
+
+@app.command()
+def get(
+    cid: Annotated[str, typer.Argument(help="the record's CID")],
+    namespace: NamespaceOption = None,
+    url: UrlOption = None,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show one record; with --json the whole record, embedding included."""
+    with _cli_errors(), _open_client(url, home) as client:
+        record = client.get(cid, namespace=namespace)
+    if record is None:
+        _fail(f"not found: no record {cid} in namespace {namespace or DEFAULT_NAMESPACE}")
+    if json_output:
+        _print_json(record.to_dict())
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    grid.add_row("cid", escape(record.cid))
+    grid.add_row("namespace", escape(record.namespace))
+    grid.add_row("dims", str(len(record.embedding)))
+    grid.add_row("model", escape(record.model_version))
+    grid.add_row("metadata", escape(_compact_json(record.metadata)))
+    grid.add_row("text", escape(record.text) if record.text is not None else "[dim]-[/]")
+    _stdout().print(grid)
+
+
+@app.command()
+def delete(
+    cid: Annotated[str, typer.Argument(help="the record's CID")],
+    namespace: NamespaceOption = None,
+    url: UrlOption = None,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Delete one record; exits 1 if it is not there."""
+    with _cli_errors(), _open_client(url, home) as client:
+        client.delete(cid, namespace=namespace)
+    if json_output:
+        _print_json({"cid": cid, "namespace": namespace or DEFAULT_NAMESPACE, "deleted": True})
+    else:
+        _stdout().print(f"deleted {escape(cid)}", soft_wrap=True)
+
+
+@app.command()
+def status(
+    url: UrlOption = None,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show the stats of the embedded store or of the node."""
+    with _cli_errors(), _open_client(url, home) as client:
+        stats = client.stats()
+    if json_output:
+        _print_json(stats)
+        return
+    out = _stdout()
+    for part in _render_stats(stats):
+        out.print(part)
 
 
 @app.command()
 def miner(
-    host: Annotated[str | None, typer.Option(help="address to listen on [ENGRAM_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port [ENGRAM_PORT]")] = None,
-    home: Annotated[Path | None, typer.Option(help="data directory [ENGRAM_HOME]")] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug/info/warning/error")] = None,
-    reader_threads: Annotated[int | None, typer.Option(help="query threads")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="address to listen on [ENGRAM_HOST]", show_default=False)
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="TCP port [ENGRAM_PORT]", show_default=False)
+    ] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="data directory [ENGRAM_HOME]", show_default=False)
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="debug, info, warning or error [ENGRAM_LOG_LEVEL]", show_default=False),
+    ] = None,
+    reader_threads: Annotated[
+        int | None,
+        typer.Option(help="threads that serve queries [ENGRAM_READER_THREADS]", show_default=False),
+    ] = None,
+    shutdown_grace_s: Annotated[
+        float | None,
+        typer.Option(
+            help="seconds in-flight requests may finish on SIGTERM [ENGRAM_SHUTDOWN_GRACE_S]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a miner: an HTTP node over a durable local store."""
-    from engram.miner.app import serve_miner
+    try:
+        config = load_config(
+            MinerConfig,
+            host=host,
+            port=port,
+            home=home,
+            log_level=log_level,
+            reader_threads=reader_threads,
+            shutdown_grace_s=shutdown_grace_s,
+        )
+    except EngramError as exc:
+        _usage_error(exc.message)
+    with _cli_errors():
+        from engram.miner.app import serve_miner
 
-    config = load_config(
-        MinerConfig,
-        host=host,
-        port=port,
-        home=home,
-        log_level=log_level,
-        reader_threads=reader_threads,
-    )
-    serve_miner(config)
+        serve_miner(config)

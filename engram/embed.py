@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -37,6 +38,8 @@ MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DIM = 384
 BACKENDS = ("torch", "onnx")
 DEFAULT_BACKEND = "onnx"
+
+_log = logging.getLogger(__name__)
 
 _INSTALL_HINT = "install the embedder with: pip install 'engram-subnet[embed]'"
 # Bump when the exported graph changes, so stale caches are never reused.
@@ -337,17 +340,42 @@ class MiniLMEmbedder:
 
 _instances: dict[str, MiniLMEmbedder] = {}
 _instances_lock = threading.Lock()
+_DEFAULT_KEY = "default"
+
+
+def _instance(backend: str) -> MiniLMEmbedder:
+    # Caller holds _instances_lock.
+    inst = _instances.get(backend)
+    if inst is None:
+        inst = _instances[backend] = MiniLMEmbedder(backend)
+    return inst
+
+
+def _default_instance() -> MiniLMEmbedder:
+    """Prefer the fast backend, but an install without onnxruntime/onnx must still embed."""
+    try:
+        return _instance(DEFAULT_BACKEND)
+    except EmbedderUnavailableError as exc:
+        if DEFAULT_BACKEND == "torch":
+            raise
+        _log.warning("embedder backend %r unavailable, using 'torch': %s", DEFAULT_BACKEND, exc)
+        return _instance("torch")
 
 
 def get_embedder(backend: str | None = None) -> Embedder:
-    """The process-wide embedder: the model is ~90 MB and takes seconds to load, so load it once."""
-    name = backend or DEFAULT_BACKEND
-    if name not in BACKENDS:
-        raise ValueError(f"unknown embedder backend {name!r}; choose one of {BACKENDS}")
-    inst = _instances.get(name)
+    """The process-wide embedder: the model is ~90 MB and takes seconds to load, so load it once.
+
+    ``backend=None`` means :data:`DEFAULT_BACKEND`, falling back to torch if
+    that backend cannot load here; naming a backend never falls back.
+    """
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"unknown embedder backend {backend!r}; choose one of {BACKENDS}")
+    key = backend or _DEFAULT_KEY
+    inst = _instances.get(key)
     if inst is None:
         with _instances_lock:
-            inst = _instances.get(name)
+            inst = _instances.get(key)
             if inst is None:
-                inst = _instances[name] = MiniLMEmbedder(name)
+                inst = _instance(backend) if backend else _default_instance()
+                _instances[key] = inst
     return inst

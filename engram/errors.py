@@ -9,7 +9,9 @@ the same class (:func:`error_from_wire`)::
     │   ├── DimensionMismatchError   400 dimension_mismatch
     │   ├── InvalidCIDError          400 invalid_cid
     │   ├── InvalidFilterError       400 invalid_filter
-    │   └── ChallengeExpiredError    400 challenge_expired
+    │   ├── ChallengeExpiredError    400 challenge_expired
+    │   ├── RouteNotFoundError       404 no_such_route      (a wrong URL, not a missing record)
+    │   └── MethodNotAllowedError    405 method_not_allowed
     ├── UnauthorizedError            401 unauthorized
     ├── ForbiddenError               403 forbidden
     ├── NotFoundError                404 not_found
@@ -18,9 +20,9 @@ the same class (:func:`error_from_wire`)::
     ├── ProofError                   422 proof_failed
     ├── RateLimitedError             429 rate_limited
     ├── StorageError                 500 storage_error
-    ├── EmbedderUnavailableError     503 embedder_unavailable
     └── UpstreamError                502 upstream_error
         ├── UnavailableError         503 unavailable
+        │   └── EmbedderUnavailableError 503 embedder_unavailable
         └── UpstreamTimeoutError     504 upstream_timeout
 """
 
@@ -64,6 +66,16 @@ class ChallengeExpiredError(InvalidRequestError):
     code = "challenge_expired"
 
 
+class RouteNotFoundError(InvalidRequestError):
+    code = "no_such_route"
+    status = 404
+
+
+class MethodNotAllowedError(InvalidRequestError):
+    code = "method_not_allowed"
+    status = 405
+
+
 class UnauthorizedError(EngramError):
     code = "unauthorized"
     status = 401
@@ -104,11 +116,6 @@ class StorageError(EngramError):
     status = 500
 
 
-class EmbedderUnavailableError(EngramError):
-    code = "embedder_unavailable"
-    status = 503
-
-
 class UpstreamError(EngramError):
     code = "upstream_error"
     status = 502
@@ -117,6 +124,10 @@ class UpstreamError(EngramError):
 class UnavailableError(UpstreamError):
     code = "unavailable"
     status = 503
+
+
+class EmbedderUnavailableError(UnavailableError):
+    code = "embedder_unavailable"
 
 
 class UpstreamTimeoutError(UpstreamError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import threading
 import time
@@ -68,6 +69,8 @@ def _answer(challenge: Challenge, canonical: bytes, embedding: object) -> Challe
 
 def respond(challenge: Challenge, record: Record, now: float | None = None) -> ChallengeResponse:
     """The miner's answer; refuses expired challenges and records of another CID."""
+    if not math.isfinite(challenge.expires_at):
+        raise InvalidRequestError("expires_at must be a finite unix time")
     if (time.time() if now is None else now) > challenge.expires_at:
         raise ChallengeExpiredError(
             f"challenge for {challenge.cid} expired at {challenge.expires_at}"

@@ -36,7 +36,7 @@ class IngestResponse(_Wire):
 
 
 class BatchIngestRequest(_Wire):
-    items: list[IngestRequest] = Field(max_length=_LIMITS.max_batch_items)
+    items: list[IngestRequest] = Field(min_length=1, max_length=_LIMITS.max_batch_items)
 
 
 class BatchIngestResponse(_Wire):
@@ -70,7 +70,7 @@ class QueryResponse(_Wire):
 class ChallengeRequest(_Wire):
     cid: str
     nonce_hex: str = Field(min_length=32, max_length=256)
-    expires_at: float
+    expires_at: float = Field(allow_inf_nan=False)
 
 
 class ChallengeAnswer(_Wire):
@@ -113,7 +113,7 @@ class InclusionProofOut(_Wire):
     cid: str
     index: int
     root: str
-    siblings: list[tuple[str, str]]
+    siblings: list[list[str]]  # [side "L"|"R", sibling hash hex], leaf to root
 
 
 class HealthResponse(_Wire):

@@ -138,6 +138,7 @@ def check_text(text: Any, limits: Limits, *, required: bool = False) -> str | No
         raise PayloadTooLargeError(
             f"text is {len(text)} characters, the limit is {limits.max_text_chars}"
         )
+    text_bytes(text)  # rejects lone surrogates before anything embeds the text
     return text
 
 

@@ -1,50 +1,73 @@
-"""``EngramClient``: one API whether the store is in-process, one node, or the network."""
+"""``EngramClient``: one API whether the store is in-process or one node over HTTP.
+
+Every method only hands a plan from :class:`~engram.sdk._base.ClientCore` to
+its transport; the logic lives in ``_base`` so the async twin cannot drift.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from engram.embed import Embedder
-from engram.errors import EngramError, InvalidRequestError
 from engram.memory import IngestItem
 from engram.records import QueryResult, Record
 from engram.sdk._base import (
+    FILE_BATCH_ITEMS,
     BatchResult,
+    ClientCore,
     FileIngestReport,
-    ingest_item,
-    parse_jsonl_line,
-    require_text,
+    Plan,
+    choose_target,
+    run_sync,
 )
-from engram.sdk.embedded import EmbeddedTransport
+from engram.sdk.transports import JsonlFile, open_transport
 
-FILE_BATCH_ITEMS = 256
+T = TypeVar("T")
 
 
 class EngramClient:
     """Semantic memory: ingest text or vectors, query by meaning.
 
     ``EngramClient()`` opens the embedded store under ``ENGRAM_HOME`` (default
-    ``~/.engram``); ``EngramClient(path=DIR)`` opens one at ``DIR``.
+    ``~/.engram``), ``EngramClient(path=DIR)`` one at ``DIR``, and
+    ``EngramClient("http://host:8091")`` talks to a node (a miner or gateway)
+    with per-request timeouts and retries. Every mode returns the same types
+    and raises the same exceptions.
     """
 
     def __init__(
         self,
+        url: str | None = None,
         *,
         path: str | Path | None = None,
         namespace: str | None = None,
         embedder: Embedder | None = None,
+        timeout_s: float | None = None,
+        retries: int | None = None,
+        backoff_s: float | None = None,
     ) -> None:
-        self.namespace = namespace
-        self._transport = EmbeddedTransport(path, embedder=embedder)
+        self.target = choose_target(
+            url,
+            path=path,
+            embedder=embedder,
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+        )
+        self._transport = open_transport(self.target)
+        self._core = ClientCore(namespace, self._transport.limits)
 
-    def _ns(self, namespace: str | None) -> str | None:
-        return namespace if namespace is not None else self.namespace
+    @property
+    def namespace(self) -> str | None:
+        """The namespace used when a call names none (``None``: the default namespace)."""
+        return self._core.namespace
+
+    def _run(self, plan: Plan[T]) -> T:
+        return run_sync(plan, self._transport.execute)
 
     # --- writes --------------------------------------------------------------------------
 
@@ -52,8 +75,7 @@ class EngramClient:
         self, text: str, metadata: Mapping[str, Any] | None = None, namespace: str | None = None
     ) -> str:
         """Embed ``text`` with the canonical model and store it; returns its CID."""
-        item = IngestItem(require_text(text), None, dict(metadata or {}), self._ns(namespace))
-        return self._one(item)
+        return self._run(self._core.ingest(text, metadata, namespace))
 
     def ingest_embedding(
         self,
@@ -63,41 +85,17 @@ class EngramClient:
         namespace: str | None = None,
     ) -> str:
         """Store a vector you computed (optionally with its text); returns its CID."""
-        item = ingest_item(
-            {"embedding": vector, "metadata": metadata, "text": text}, self._ns(namespace)
-        )
-        return self._one(item)
-
-    def _one(self, item: IngestItem) -> str:
-        (outcome,) = self._transport.ingest([item])
-        if isinstance(outcome, EngramError):
-            raise outcome
-        return outcome
+        return self._run(self._core.ingest_embedding(vector, metadata, text, namespace))
 
     def batch_ingest(
         self, items: Iterable[Mapping[str, Any] | IngestItem], namespace: str | None = None
     ) -> BatchResult:
-        """Ingest many items (``{"text" | "embedding", "metadata"?}``) in one transaction.
+        """Ingest many items (``{"text" | "embedding", "metadata"?}``); bad items don't stop good ones.
 
-        Valid items are stored even when others fail; ``result.failed`` lists
-        the failures with their messages.
+        ``result.failed`` lists the failures with their messages. Over HTTP the
+        batch is split to fit the node's limits (1000 items, 10 MiB a request).
         """
-        outcomes: list[str | EngramError] = []
-        valid: list[IngestItem] = []
-        slots: list[int] = []
-        for i, raw in enumerate(items):
-            try:
-                valid.append(ingest_item(raw, self._ns(namespace)))
-                slots.append(i)
-                outcomes.append("")
-            except EngramError as exc:
-                outcomes.append(exc)
-        for slot, outcome in zip(slots, self._transport.ingest(valid), strict=True):
-            outcomes[slot] = outcome
-        return BatchResult(
-            cids=[o if isinstance(o, str) else None for o in outcomes],
-            errors=[o.message if isinstance(o, EngramError) else None for o in outcomes],
-        )
+        return self._run(self._core.batch_ingest(items, namespace))
 
     def batch_ingest_file(
         self,
@@ -107,57 +105,12 @@ class EngramClient:
         progress: bool = True,
     ) -> FileIngestReport:
         """Ingest a JSONL file (one item a line); a bad line is reported, not fatal."""
-        path = Path(path)
-        if not path.is_file():
-            raise InvalidRequestError(f"{path} is not a file")
-        report = FileIngestReport(path=str(path))
-        batch: list[tuple[int, IngestItem]] = []
-
-        def flush() -> None:
-            outcomes = self._transport.ingest([item for _, item in batch])
-            for (line_no, _), outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, EngramError):
-                    report.errors.append((line_no, outcome.message))
-                else:
-                    report.cids.append(outcome)
-                    report.ingested += 1
-            batch.clear()
-
-        bar = Progress(
-            TextColumn("[bold]ingest[/] {task.fields[name]}"),
-            BarColumn(),
-            TextColumn(
-                "{task.percentage:>3.0f}% · {task.fields[ok]} ok · {task.fields[bad]} failed"
-            ),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            disable=not progress,
-        )
-        with bar, path.open("rb") as fh:
-            task = bar.add_task("ingest", total=path.stat().st_size, name=path.name, ok=0, bad=0)
-            for line_no, raw in enumerate(fh, start=1):
-                try:
-                    item = parse_jsonl_line(raw.decode("utf-8"), self._ns(namespace))
-                except UnicodeDecodeError:
-                    report.errors.append((line_no, "line is not valid UTF-8"))
-                    item = None
-                except EngramError as exc:
-                    report.errors.append((line_no, exc.message))
-                    item = None
-                if item is not None:
-                    batch.append((line_no, item))
-                if len(batch) >= batch_size:
-                    flush()
-                bar.update(task, completed=fh.tell(), ok=report.ingested, bad=report.failed)
-            if batch:
-                flush()
-            bar.update(task, completed=fh.tell(), ok=report.ingested, bad=report.failed)
-        report.errors.sort()
-        return report
+        with JsonlFile(path, progress) as lines:
+            return self._run(self._core.batch_ingest_file(lines, namespace, batch_size))
 
     def delete(self, cid: str, namespace: str | None = None) -> None:
         """Delete a record; raises :class:`~engram.errors.NotFoundError` if it is not there."""
-        self._transport.delete(cid, self._ns(namespace))
+        return self._run(self._core.delete(cid, namespace))
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -170,9 +123,7 @@ class EngramClient:
         include_embedding: bool = False,
     ) -> list[QueryResult]:
         """Records nearest in meaning to ``text``, best first (cosine similarity)."""
-        return self._transport.query(
-            require_text(text), None, top_k, filter, self._ns(namespace), include_embedding
-        )
+        return self._run(self._core.query(text, top_k, filter, namespace, include_embedding))
 
     def query_by_vector(
         self,
@@ -183,25 +134,31 @@ class EngramClient:
         include_embedding: bool = False,
     ) -> list[QueryResult]:
         """Records nearest to ``vector``, best first (cosine similarity)."""
-        return self._transport.query(
-            None, vector, top_k, filter, self._ns(namespace), include_embedding
-        )
+        plan = self._core.query_by_vector(vector, top_k, filter, namespace, include_embedding)
+        return self._run(plan)
 
     def get(self, cid: str, namespace: str | None = None) -> Record | None:
-        """The whole record, or ``None`` when this CID is not stored."""
-        return self._transport.get(cid, self._ns(namespace))
+        """The whole record, or ``None`` when this CID is not stored in the namespace."""
+        return self._run(self._core.get(cid, namespace))
 
     def list(self, limit: int = 100, offset: int = 0, namespace: str | None = None) -> list[Record]:
         """A page of records in insertion order."""
-        return self._transport.list(limit, offset, self._ns(namespace))
+        return self._run(self._core.list(limit, offset, namespace))
 
     def count(self, namespace: str | None = None) -> int:
-        return self._transport.count(self._ns(namespace))
+        """Records in ``namespace``, or in the whole store when no namespace is given."""
+        return self._run(self._core.count(namespace))
 
     def stats(self) -> dict[str, Any]:
-        return self._transport.stats()
+        """Sizes and counters of the store (or node) behind this client."""
+        return self._run(self._core.stats())
+
+    def health(self) -> dict[str, Any]:
+        """Whether the store (or node) answers; ``ready`` is false while a node loads its model."""
+        return self._run(self._core.health())
 
     def close(self) -> None:
+        """Close the store or the HTTP connections."""
         self._transport.close()
 
     def __enter__(self) -> EngramClient:
@@ -209,3 +166,6 @@ class EngramClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        return f"EngramClient({self.target.where!r}, namespace={self.namespace!r})"

@@ -27,7 +27,14 @@ from prometheus_client import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engram.config import Limits
-from engram.errors import EngramError, InvalidRequestError, PayloadTooLargeError
+from engram.errors import (
+    EngramError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    PayloadTooLargeError,
+    RouteNotFoundError,
+    error_from_wire,
+)
 
 log = logging.getLogger("engram.server")
 
@@ -47,6 +54,11 @@ def error_response(request: Request, exc: EngramError) -> JSONResponse:
 def _describe_validation(exc: RequestValidationError) -> str:
     problems = []
     for err in exc.errors()[:5]:
+        if tuple(err.get("loc", ())) == ("body",) and err.get("type") in (
+            "model_attributes_type",
+            "dict_type",
+        ):
+            return "the request body must be a JSON object sent with Content-Type: application/json"
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         problems.append(f"{where}: {err.get('msg', 'invalid')}")
     return "invalid request: " + "; ".join(problems)
@@ -88,13 +100,19 @@ def create_app(title: str, version: str, limits: Limits, **kwargs: Any) -> FastA
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error = EngramError(str(exc.detail))
-        body = {
-            "error": str(exc.detail),
-            "code": "not_found" if exc.status_code == 404 else error.code,
-        }
-        if exc.status_code == 405:
-            body["code"] = "method_not_allowed"
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            error: EngramError = RouteNotFoundError(f"no such route: {where} (see /docs)")
+        elif exc.status_code == 405:
+            error = MethodNotAllowedError(f"method not allowed: {where} (see /docs)")
+        elif exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            error = InvalidRequestError(
+                "the request body is not valid JSON: send UTF-8 JSON nested at most a few "
+                "hundred levels deep, with Content-Type: application/json"
+            )
+        else:
+            error = error_from_wire(exc.status_code, {"error": str(exc.detail)})
+        body = {**_ERROR_DEFAULTS.get(request.url.path, {}), **error.to_wire()}
         return JSONResponse(
             body, status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
@@ -108,20 +126,12 @@ def create_app(title: str, version: str, limits: Limits, **kwargs: Any) -> FastA
     app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
 
     @app.middleware("http")
-    async def _limits_and_metrics(
+    async def _metrics_and_log(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         started = time.perf_counter()
         route = "/" + request.url.path.split("/")[1]
-        declared = request.headers.get("content-length", "0")
-        if not declared.isdigit():
-            response: Response = error_response(
-                request, InvalidRequestError("invalid Content-Length")
-            )
-        elif int(declared) > limits.max_body_bytes:
-            response = error_response(request, _too_large(limits))
-        else:
-            response = await call_next(request)
+        response = await call_next(request)
         elapsed = time.perf_counter() - started
         metrics: Metrics = app.state.metrics
         metrics.requests.labels(route, str(response.status_code)).inc()
@@ -140,12 +150,12 @@ def create_app(title: str, version: str, limits: Limits, **kwargs: Any) -> FastA
     return app
 
 
-def _too_large(limits: Limits) -> PayloadTooLargeError:
-    return PayloadTooLargeError(f"request body is over the {limits.max_body_bytes}-byte limit")
-
-
 class _BodyLimit:
-    """Stops reading a body (chunked ones too) once it passes the limit."""
+    """Reads the whole body first (chunked ones too) and answers 413 past the limit.
+
+    Buffering here, rather than failing inside the app's own body read, is what
+    lets an over-long chunked body get the same 413 as a declared one.
+    """
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app = app
@@ -155,17 +165,38 @@ class _BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        seen = 0
-
-        async def limited_receive() -> Any:
-            nonlocal seen
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise PayloadTooLargeError(f"request body is over the {self.max_bytes}-byte limit")
-            return message
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message], receive), send)
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        whole = {"type": "http.request", "body": bytes(body), "more_body": False}
+        await self.app(scope, _replay([whole], receive), send)
 
-        await self.app(scope, limited_receive, send)
+    async def _too_large(self, scope: Any, receive: Any, send: Any) -> None:
+        error = PayloadTooLargeError(f"request body is over the {self.max_bytes}-byte limit")
+        body = {**_ERROR_DEFAULTS.get(scope["path"], {}), **error.to_wire()}
+        await JSONResponse(body, status_code=error.status)(scope, receive, send)
+
+
+def _replay(messages: list[Any], receive: Any) -> Any:
+    pending = list(messages)
+
+    async def replayed() -> Any:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -143,7 +143,7 @@ class Database:
                     r.namespace,
                     r.cid,
                     r.embedding.tobytes(),
-                    json.dumps(r.metadata, ensure_ascii=False, separators=(",", ":")),
+                    json.dumps(r.metadata, separators=(",", ":")),
                     r.text,
                     r.model_version,
                 ),

@@ -21,14 +21,30 @@ _OPERATORS = ", ".join([*_COMPARE, "$in", "$nin"])
 
 
 def _path(key: str) -> str:
-    if not isinstance(key, str) or not key or key.startswith("$") or '"' in key:
+    if (
+        not isinstance(key, str)
+        or not key
+        or key.startswith("$")
+        or '"' in key
+        or not key.isprintable()
+    ):
         raise InvalidFilterError(
             f"filter key {key!r} must be a metadata field name (no leading $, no double quote)"
         )
     return '$."' + key + '"'
 
 
+_INT64 = 2**63
+
+
 def _scalar(value: Any, where: str) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
+        raise InvalidFilterError(f"{where}: {value} does not fit a 64-bit integer")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidFilterError(f"{where}: the string is not valid Unicode") from exc
     if isinstance(value, bool) or value is None or isinstance(value, str | int | float):
         return value
     raise InvalidFilterError(f"{where}: {value!r} must be a string, number, boolean or null")

@@ -126,7 +126,7 @@ def test_embed_rejects_bad_arguments(embedder: MiniLMEmbedder) -> None:
 def test_embed_backends_agree(
     torch_embedder: MiniLMEmbedder, onnx_embedder: MiniLMEmbedder
 ) -> None:
-    texts = TEXTS + _varied_sentences(200)
+    texts = TEXTS + _varied_sentences(120)
     cos = _cosine(torch_embedder.encode(texts), onnx_embedder.encode(texts))
     assert np.min(cos) >= 1 - 1e-5
 
@@ -151,6 +151,21 @@ def test_get_embedder_is_cached_per_backend(torch_embedder: MiniLMEmbedder) -> N
     assert embed.DEFAULT_BACKEND in embed.BACKENDS
     with pytest.raises(ValueError, match="unknown embedder backend"):
         MiniLMEmbedder("tensorflow")
+
+
+def test_get_embedder_default_falls_back_to_torch(
+    torch_embedder: MiniLMEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(embed, "_instances", {"torch": torch_embedder})
+    monkeypatch.setattr(embed, "DEFAULT_BACKEND", "onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert get_embedder() is torch_embedder
+    assert "using 'torch'" in caplog.text
+    # ...but a backend asked for by name is never swapped behind the caller's back.
+    with pytest.raises(EmbedderUnavailableError):
+        get_embedder("onnx")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,170 @@
+"""``AsyncEngramClient``: :class:`~engram.sdk.client.EngramClient` for asyncio code.
+
+The same methods and signatures (the tests compare them), each awaiting the
+same plan from :class:`~engram.sdk._base.ClientCore`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from engram.embed import Embedder
+from engram.memory import IngestItem
+from engram.records import QueryResult, Record
+from engram.sdk._base import (
+    FILE_BATCH_ITEMS,
+    BatchResult,
+    ClientCore,
+    FileIngestReport,
+    Plan,
+    choose_target,
+    run_async,
+)
+from engram.sdk.transports import JsonlFile, open_async_transport
+
+T = TypeVar("T")
+
+
+class AsyncEngramClient:
+    """Semantic memory for asyncio: the arguments, methods and results of ``EngramClient``.
+
+    Over HTTP it uses ``httpx.AsyncClient``; the embedded store runs in a
+    worker thread. Use ``async with AsyncEngramClient(...) as client``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        path: str | Path | None = None,
+        namespace: str | None = None,
+        embedder: Embedder | None = None,
+        timeout_s: float | None = None,
+        retries: int | None = None,
+        backoff_s: float | None = None,
+    ) -> None:
+        self.target = choose_target(
+            url,
+            path=path,
+            embedder=embedder,
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+        )
+        self._transport = open_async_transport(self.target)
+        self._core = ClientCore(namespace, self._transport.limits)
+
+    @property
+    def namespace(self) -> str | None:
+        """The namespace used when a call names none (``None``: the default namespace)."""
+        return self._core.namespace
+
+    async def _run(self, plan: Plan[T]) -> T:
+        return await run_async(plan, self._transport.execute)
+
+    # --- writes --------------------------------------------------------------------------
+
+    async def ingest(
+        self, text: str, metadata: Mapping[str, Any] | None = None, namespace: str | None = None
+    ) -> str:
+        """Embed ``text`` with the canonical model and store it; returns its CID."""
+        return await self._run(self._core.ingest(text, metadata, namespace))
+
+    async def ingest_embedding(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        metadata: Mapping[str, Any] | None = None,
+        text: str | None = None,
+        namespace: str | None = None,
+    ) -> str:
+        """Store a vector you computed (optionally with its text); returns its CID."""
+        return await self._run(self._core.ingest_embedding(vector, metadata, text, namespace))
+
+    async def batch_ingest(
+        self, items: Iterable[Mapping[str, Any] | IngestItem], namespace: str | None = None
+    ) -> BatchResult:
+        """Ingest many items (``{"text" | "embedding", "metadata"?}``); bad items don't stop good ones.
+
+        ``result.failed`` lists the failures with their messages. Over HTTP the
+        batch is split to fit the node's limits (1000 items, 10 MiB a request).
+        """
+        return await self._run(self._core.batch_ingest(items, namespace))
+
+    async def batch_ingest_file(
+        self,
+        path: str | Path,
+        namespace: str | None = None,
+        batch_size: int = FILE_BATCH_ITEMS,
+        progress: bool = True,
+    ) -> FileIngestReport:
+        """Ingest a JSONL file (one item a line); a bad line is reported, not fatal."""
+        with JsonlFile(path, progress) as lines:
+            return await self._run(self._core.batch_ingest_file(lines, namespace, batch_size))
+
+    async def delete(self, cid: str, namespace: str | None = None) -> None:
+        """Delete a record; raises :class:`~engram.errors.NotFoundError` if it is not there."""
+        return await self._run(self._core.delete(cid, namespace))
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def query(
+        self,
+        text: str,
+        top_k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        namespace: str | None = None,
+        include_embedding: bool = False,
+    ) -> list[QueryResult]:
+        """Records nearest in meaning to ``text``, best first (cosine similarity)."""
+        return await self._run(self._core.query(text, top_k, filter, namespace, include_embedding))
+
+    async def query_by_vector(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        top_k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        namespace: str | None = None,
+        include_embedding: bool = False,
+    ) -> list[QueryResult]:
+        """Records nearest to ``vector``, best first (cosine similarity)."""
+        plan = self._core.query_by_vector(vector, top_k, filter, namespace, include_embedding)
+        return await self._run(plan)
+
+    async def get(self, cid: str, namespace: str | None = None) -> Record | None:
+        """The whole record, or ``None`` when this CID is not stored in the namespace."""
+        return await self._run(self._core.get(cid, namespace))
+
+    async def list(
+        self, limit: int = 100, offset: int = 0, namespace: str | None = None
+    ) -> list[Record]:
+        """A page of records in insertion order."""
+        return await self._run(self._core.list(limit, offset, namespace))
+
+    async def count(self, namespace: str | None = None) -> int:
+        """Records in ``namespace``, or in the whole store when no namespace is given."""
+        return await self._run(self._core.count(namespace))
+
+    async def stats(self) -> dict[str, Any]:
+        """Sizes and counters of the store (or node) behind this client."""
+        return await self._run(self._core.stats())
+
+    async def health(self) -> dict[str, Any]:
+        """Whether the store (or node) answers; ``ready`` is false while a node loads its model."""
+        return await self._run(self._core.health())
+
+    async def close(self) -> None:
+        """Close the store or the HTTP connections."""
+        await self._transport.close()
+
+    async def __aenter__(self) -> AsyncEngramClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncEngramClient({self.target.where!r}, namespace={self.namespace!r})"

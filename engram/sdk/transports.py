@@ -1,0 +1,188 @@
+"""Transports: the only parts of the client that do I/O.
+
+Each one answers a :class:`~engram.sdk._base.Call` and knows nothing of the
+client's logic. The embedded ones run the call in this process (the async one
+in a worker thread, since SQLite and the index block); the HTTP ones send the
+requests :func:`~engram.sdk._base.exchange` asks for and sleep when it says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from engram import __version__
+from engram.errors import InvalidRequestError
+from engram.sdk._base import (
+    HTTP_BATCH_LIMITS,
+    BatchLimits,
+    Call,
+    HttpReply,
+    HttpRequest,
+    Sleep,
+    Target,
+    exchange,
+    run_async,
+    run_sync,
+)
+from engram.sdk.embedded import EmbeddedTransport
+
+T = TypeVar("T")
+_HEADERS = {"user-agent": f"engram-sdk/{__version__}", "accept": "application/json"}
+_JSON = {"content-type": "application/json"}
+
+
+def _client_kwargs(target: Target) -> dict[str, Any]:
+    # Per-request timeout (connect, read, write and pool each); retries are ours, not httpx's.
+    return {"base_url": target.url, "timeout": target.config.timeout_s, "headers": _HEADERS}
+
+
+class LocalTransport:
+    """The embedded store, called directly."""
+
+    limits = BatchLimits()  # one transaction per batch, as the embedded mode always did
+
+    def __init__(self, target: Target) -> None:
+        self.store = EmbeddedTransport(target.path, embedder=target.embedder)
+
+    def execute(self, call: Call[T]) -> T:
+        return call.local(self.store)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class AsyncLocalTransport:
+    """The embedded store, called from a worker thread so the event loop never blocks."""
+
+    limits = BatchLimits()
+
+    def __init__(self, target: Target) -> None:
+        self.store = EmbeddedTransport(target.path, embedder=target.embedder)
+
+    async def execute(self, call: Call[T]) -> T:
+        return await asyncio.to_thread(call.local, self.store)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.store.close)
+
+
+class HttpTransport:
+    """One node over HTTP with a pooled ``httpx.Client``."""
+
+    limits = HTTP_BATCH_LIMITS
+
+    def __init__(self, target: Target) -> None:
+        assert target.url is not None
+        self.url, self.config = target.url, target.config
+        self._http = httpx.Client(**_client_kwargs(target))
+
+    def execute(self, call: Call[T]) -> T:
+        return run_sync(exchange(call, self.url, self.config), self._perform)
+
+    def _perform(self, step: HttpRequest | Sleep) -> HttpReply | Exception | None:
+        if isinstance(step, Sleep):
+            time.sleep(step.seconds)
+            return None
+        try:
+            response = self._http.request(
+                step.method,
+                step.path,
+                params=step.params,
+                content=step.body,
+                headers=_JSON if step.body is not None else None,
+            )
+        except httpx.TransportError as exc:
+            return exc  # exchange decides: retry, or raise it as Engram's error
+        return HttpReply(response.status_code, response.content)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class AsyncHttpTransport:
+    """One node over HTTP with a pooled ``httpx.AsyncClient``."""
+
+    limits = HTTP_BATCH_LIMITS
+
+    def __init__(self, target: Target) -> None:
+        assert target.url is not None
+        self.url, self.config = target.url, target.config
+        self._http = httpx.AsyncClient(**_client_kwargs(target))
+
+    async def execute(self, call: Call[T]) -> T:
+        return await run_async(exchange(call, self.url, self.config), self._perform)
+
+    async def _perform(self, step: HttpRequest | Sleep) -> HttpReply | Exception | None:
+        if isinstance(step, Sleep):
+            await asyncio.sleep(step.seconds)
+            return None
+        try:
+            response = await self._http.request(
+                step.method,
+                step.path,
+                params=step.params,
+                content=step.body,
+                headers=_JSON if step.body is not None else None,
+            )
+        except httpx.TransportError as exc:
+            return exc
+        return HttpReply(response.status_code, response.content)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+def open_transport(target: Target) -> LocalTransport | HttpTransport:
+    return LocalTransport(target) if target.url is None else HttpTransport(target)
+
+
+def open_async_transport(target: Target) -> AsyncLocalTransport | AsyncHttpTransport:
+    return AsyncLocalTransport(target) if target.url is None else AsyncHttpTransport(target)
+
+
+class JsonlFile:
+    """An ingest file's lines, with a progress bar on stderr (bytes read, ok, failed)."""
+
+    def __init__(self, path: str | Path, progress: bool) -> None:
+        self._file = Path(path)
+        if not self._file.is_file():
+            raise InvalidRequestError(f"{self._file} is not a file")
+        self.path = str(self._file)
+        self._bar = Progress(
+            TextColumn("[bold]ingest[/] {task.fields[name]}"),
+            BarColumn(),
+            TextColumn(
+                "{task.percentage:>3.0f}% · {task.fields[ok]} ok · {task.fields[bad]} failed"
+            ),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not progress,
+        )
+
+    def __enter__(self) -> JsonlFile:
+        self._fh = self._file.open("rb")
+        self._bar.start()
+        self._task = self._bar.add_task(
+            "ingest", total=self._file.stat().st_size, name=self._file.name, ok=0, bad=0
+        )
+        return self
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._fh)
+
+    def progress(self, ok: int, bad: int) -> None:
+        self._bar.update(self._task, completed=self._fh.tell(), ok=ok, bad=bad)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._bar.stop()
+        finally:
+            self._fh.close()
