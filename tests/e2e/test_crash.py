@@ -21,12 +21,15 @@ def _run_and_kill(path: Path, seed: int, kill_after_s: float) -> list[str]:
     """Start a writer, SIGKILL it after ``kill_after_s``, return the CIDs it acknowledged."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     log = path.parent / f"writer-{seed}.log"
-    with log.open("wb") as err, subprocess.Popen(
-        [sys.executable, str(WRITER), str(path), str(seed)],
-        stdout=subprocess.PIPE,
-        stderr=err,
-        env=env,
-    ) as proc:
+    with (
+        log.open("wb") as err,
+        subprocess.Popen(
+            [sys.executable, str(WRITER), str(path), str(seed)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+        ) as proc,
+    ):
         return _collect(proc, kill_after_s, log)
 
 

@@ -26,14 +26,20 @@ def _fill(
     store: Store, vecs: np.ndarray, namespace: str | None = None, start: int = 0
 ) -> list[str]:
     records = [
-        store.record(v, {"i": i, "bucket": i % 10, "tag": "even" if i % 2 == 0 else "odd"},
-                     f"text number {i}", namespace)
+        store.record(
+            v,
+            {"i": i, "bucket": i % 10, "tag": "even" if i % 2 == 0 else "odd"},
+            f"text number {i}",
+            namespace,
+        )
         for i, v in enumerate(vecs, start=start)
     ]
     return store.put(records)
 
 
-def _exact_top(vecs: np.ndarray, q: np.ndarray, k: int, mask: np.ndarray | None = None) -> list[int]:
+def _exact_top(
+    vecs: np.ndarray, q: np.ndarray, k: int, mask: np.ndarray | None = None
+) -> list[int]:
     scores = vecs @ q
     if mask is not None:
         scores = np.where(mask, scores, -np.inf)
@@ -172,7 +178,9 @@ def test_store_filter_operators(tmp_path: Path, flt: dict, predicate) -> None:
         _fill(store, vecs[:200])
         store.flush()
         _fill(store, vecs[200:], start=200)
-        metas = [{"i": i, "bucket": i % 10, "tag": "even" if i % 2 == 0 else "odd"} for i in range(300)]
+        metas = [
+            {"i": i, "bucket": i % 10, "tag": "even" if i % 2 == 0 else "odd"} for i in range(300)
+        ]
         mask = np.array([predicate(m) for m in metas])
         q = unit_vectors(1, seed=5)[0]
         hits = store.search(q, top_k=10, filter=flt)
@@ -181,10 +189,12 @@ def test_store_filter_operators(tmp_path: Path, flt: dict, predicate) -> None:
 
 
 def test_store_filter_types_are_strict(store: Store) -> None:
-    store.put([
-        store.record(unit_vectors(1, seed=s)[0], {"v": v})
-        for s, v in enumerate([1, "1", True, None, 1.5])
-    ])
+    store.put(
+        [
+            store.record(unit_vectors(1, seed=s)[0], {"v": v})
+            for s, v in enumerate([1, "1", True, None, 1.5])
+        ]
+    )
     q = unit_vectors(1, seed=0)[0]
     assert [h.metadata["v"] for h in store.search(q, 10, {"v": 1})] == [1]
     assert [h.metadata["v"] for h in store.search(q, 10, {"v": True})] == [True]
@@ -194,8 +204,17 @@ def test_store_filter_types_are_strict(store: Store) -> None:
 
 @pytest.mark.parametrize(
     "flt",
-    [{"$xor": []}, {"a": {"$regex": "x"}}, {"a": {"$gt": "x"}}, {"a": {"$in": 3}}, {"$or": {}},
-     {"a": {"$eq": [1]}}, {"": 1}, [], {"a": {}}],
+    [
+        {"$xor": []},
+        {"a": {"$regex": "x"}},
+        {"a": {"$gt": "x"}},
+        {"a": {"$in": 3}},
+        {"$or": {}},
+        {"a": {"$eq": [1]}},
+        {"": 1},
+        [],
+        {"a": {}},
+    ],
 )
 def test_store_bad_filters_are_clear_errors(store: Store, flt) -> None:
     _fill(store, unit_vectors(2))
