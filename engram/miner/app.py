@@ -45,7 +45,7 @@ from engram.protocol import (
     RecordOut,
     StatsResponse,
 )
-from engram.server.app import configure_logging, create_app
+from engram.server.app import configure_logging, create_app, json_body_doc, parse_body
 from engram.store import Store
 
 log = logging.getLogger("engram.miner")
@@ -114,8 +114,11 @@ def create_miner_app(
     def rt(request: Request) -> _Runtime:
         return request.app.state.runtime
 
-    @app.post("/IngestSynapse", response_model=IngestResponse)
-    async def ingest(body: IngestRequest, request: Request) -> dict[str, Any]:
+    @app.post(
+        "/IngestSynapse", response_model=IngestResponse, openapi_extra=json_body_doc(IngestRequest)
+    )
+    async def ingest(request: Request) -> dict[str, Any]:
+        body = await parse_body(request, IngestRequest)
         runtime = rt(request)
         prepared = await runtime.read(runtime.service.prepare, [ingest_item(body)])
         (outcome,) = await runtime.write(runtime.service.commit, prepared)
@@ -123,8 +126,13 @@ def create_miner_app(
             raise outcome
         return {"cid": outcome, "error": None}
 
-    @app.post("/BatchIngestSynapse", response_model=BatchIngestResponse)
-    async def batch_ingest(body: BatchIngestRequest, request: Request) -> dict[str, Any]:
+    @app.post(
+        "/BatchIngestSynapse",
+        response_model=BatchIngestResponse,
+        openapi_extra=json_body_doc(BatchIngestRequest),
+    )
+    async def batch_ingest(request: Request) -> dict[str, Any]:
+        body = await parse_body(request, BatchIngestRequest)
         runtime = rt(request)
         outcomes: list[Any] = []
         items = []
@@ -142,8 +150,14 @@ def create_miner_app(
             "errors": [str(o) if isinstance(o, Exception) else None for o in outcomes],
         }
 
-    @app.post("/QuerySynapse", response_model=QueryResponse, response_model_exclude_none=True)
-    async def query(body: QueryRequest, request: Request) -> dict[str, Any]:
+    @app.post(
+        "/QuerySynapse",
+        response_model=QueryResponse,
+        response_model_exclude_none=True,
+        openapi_extra=json_body_doc(QueryRequest),
+    )
+    async def query(request: Request) -> dict[str, Any]:
+        body = await parse_body(request, QueryRequest)
         runtime = rt(request)
         results, latency_ms = await runtime.read(
             runtime.service.query,
@@ -156,8 +170,13 @@ def create_miner_app(
         )
         return {"results": [r.to_dict() for r in results], "latency_ms": latency_ms}
 
-    @app.post("/ChallengeSynapse", response_model=ChallengeAnswer)
-    async def challenge(body: ChallengeRequest, request: Request) -> dict[str, str]:
+    @app.post(
+        "/ChallengeSynapse",
+        response_model=ChallengeAnswer,
+        openapi_extra=json_body_doc(ChallengeRequest),
+    )
+    async def challenge(request: Request) -> dict[str, str]:
+        body = await parse_body(request, ChallengeRequest)
         parse_cid(body.cid)
         runtime = rt(request)
         answer = await runtime.read(

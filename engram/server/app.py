@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +23,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engram.config import Limits
@@ -49,6 +49,41 @@ _ERROR_DEFAULTS: dict[str, dict[str, Any]] = {
 def error_response(request: Request, exc: EngramError) -> JSONResponse:
     body = {**_ERROR_DEFAULTS.get(request.url.path, {}), **exc.to_wire()}
     return JSONResponse(body, status_code=exc.status)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """Validate the raw JSON body in one pass (pydantic's own parser, ~10x FastAPI's path)."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise InvalidRequestError(
+            f"the request body must be JSON sent with Content-Type: application/json, "
+            f"not {content_type!r}"
+        )
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if errors and errors[0]["type"] == "json_invalid":
+            detail = str(errors[0].get("ctx", {}).get("error", errors[0]["msg"]))
+            hint = " (text must be valid Unicode: no lone surrogate escapes)"
+            raise InvalidRequestError(
+                f"the request body is not valid JSON: {detail}"
+                + (hint if "escape" in detail else "")
+            ) from exc
+        raise RequestValidationError(errors) from exc
+
+
+def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` for routes that parse with :func:`parse_body`."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -123,48 +158,55 @@ def create_app(title: str, version: str, limits: Limits, **kwargs: Any) -> FastA
         body = {"error": "internal error; see the server log", "code": EngramError.code}
         return JSONResponse(body, status_code=500)
 
-    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
-
-    @app.middleware("http")
-    async def _metrics_and_log(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        route = "/" + request.url.path.split("/")[1]
-        response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        metrics: Metrics = app.state.metrics
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(elapsed)
-        log.info(
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.url.path,
-                "status": response.status_code,
-                "ms": round(elapsed * 1000, 3),
-            },
-        )
-        return response
-
+    app.add_middleware(_Edge, max_bytes=limits.max_body_bytes, metrics=app.state.metrics)
     return app
 
 
-class _BodyLimit:
-    """Reads the whole body first (chunked ones too) and answers 413 past the limit.
+class _Edge:
+    """The outermost layer: body limit, metrics and the access log, as plain ASGI.
 
-    Buffering here, rather than failing inside the app's own body read, is what
-    lets an over-long chunked body get the same 413 as a declared one.
+    The whole body is read first (chunked ones too), so an over-long body gets
+    the same 413 whether or not it declared its length. Plain ASGI rather than
+    ``@app.middleware("http")``: that wrapper costs ~0.4 ms of CPU per request.
     """
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, metrics: Metrics) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._limited(scope, receive, send_and_note)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = "/" + scope["path"].split("/")[1]
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(elapsed)
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "ms": round(elapsed * 1000, 3),
+                    },
+                )
+
+    async def _limited(self, scope: Any, receive: Any, send: Any) -> None:
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._too_large(scope, receive, send)

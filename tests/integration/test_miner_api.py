@@ -217,12 +217,12 @@ CASES: dict[str, Case] = {
         _query(query_vector=[0.1] * 10), hints=(str(DIM),), code="dimension_mismatch"
     ),
     "empty-vector": _with(_ingest(raw_embedding=[]), hints=("embedding",)),
-    "nested-vector": _with(_ingest(raw_embedding=[VEC]), hints=("raw_embedding",)),
-    "string-vector": _with(_ingest(raw_embedding="0.1,0.2"), hints=("raw_embedding",)),
+    "nested-vector": _with(_ingest(raw_embedding=[VEC]), hints=("raw_embedding", "infinite")),
+    "string-vector": _with(_ingest(raw_embedding="0.1,0.2"), hints=("raw_embedding", "infinite")),
     "strings-in-vector": _with(
         _ingest(raw_embedding=[str(x) for x in VEC]), hints=("raw_embedding",)
     ),
-    "bools-in-vector": _with(_ingest(raw_embedding=[True] * DIM), hints=("raw_embedding",)),
+    "bools-in-vector": _with(_ingest(raw_embedding=[True] * DIM), hints=("raw_embedding", "infinite")),
     "nan-ingest": Case(
         "POST",
         "/IngestSynapse",
@@ -238,7 +238,7 @@ CASES: dict[str, Case] = {
         hints=("infinite",),
     ),
     "overflow-float32-ingest": _with(_ingest(raw_embedding=[1e39, *VEC[1:]]), hints=("overflow",)),
-    "huge-int-ingest": _with(_ingest(raw_embedding=[10**400, *VEC[1:]]), hints=("raw_embedding",)),
+    "huge-int-ingest": _with(_ingest(raw_embedding=[10**400, *VEC[1:]]), hints=("raw_embedding", "infinite")),
     "nan-query": Case(
         "POST",
         "/QuerySynapse",
@@ -277,14 +277,14 @@ CASES: dict[str, Case] = {
         "/IngestSynapse",
         content=b'{"text": "broken \\ud800 text"}',
         headers=JSON,
-        hints=("unicode", "surrogate"),
+        hints=("unicode", "surrogate", "escape"),
     ),
     "lone-surrogate-query": Case(
         "POST",
         "/QuerySynapse",
         content=b'{"query_text": "broken \\ud800 text"}',
         headers=JSON,
-        hints=("unicode", "surrogate"),
+        hints=("unicode", "surrogate", "escape"),
     ),
     "metadata-17kib": _with(
         _ingest(text="hi", metadata={"blob": "x" * 17_000}), status=(400, 413), hints=("16384",)
