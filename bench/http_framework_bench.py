@@ -262,8 +262,9 @@ def render(report: dict[str, Any], console: Console) -> None:
                 )
     console.print(
         f"[dim]client and servers share this machine ({os.cpu_count()} CPUs): the load "
-        "generator's CPU competes with the server's; wall time "
-        f"{report['wall_s']:.1f} s[/dim]"
+        "generator's CPU competes with the server's; load average at start "
+        f"{report['machine']['load_average_1m']}, at end {report['load_average_end']}; "
+        f"wall time {report['wall_s']:.1f} s[/dim]"
     )
 
 
@@ -299,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "load generator (aiohttp client, separate process) runs on the same machine",
         "servers": servers,
         "wall_s": time.perf_counter() - t0,
+        "load_average_end": round(os.getloadavg()[0], 2),
     }
     render(report, Console(width=None if sys.stdout.isatty() else 140))
     if args.json:
