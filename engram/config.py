@@ -72,6 +72,9 @@ class StoreConfig:
     compact_tombstone_ratio: float = field(
         default=0.2, metadata={"help": "deleted share of an index that triggers compaction"}
     )
+    row_cache_rows: int = field(
+        default=50_000, metadata={"help": "recently returned rows kept in memory (0 = none)"}
+    )
     checkpoint_interval_s: float = field(
         default=30.0, metadata={"help": "how often a changed index is written to disk"}
     )

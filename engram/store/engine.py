@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,42 @@ class _Space:
         return self.dead_selector
 
 
+class _RowCache:
+    """Recently returned rows (cid, metadata JSON, text) by row id, least recently used out.
+
+    Rows never change once written (their CID is their content), so the only
+    invalidation is a delete; a stale entry for a deleted row is never asked
+    for again because searches skip tombstones.
+    """
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self._rows: OrderedDict[int, tuple[Any, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_many(self, ids: list[int]) -> dict[int, tuple[Any, ...]]:
+        found = {}
+        with self._lock:
+            for i in ids:
+                row = self._rows.get(i)
+                if row is not None:
+                    self._rows.move_to_end(i)
+                    found[i] = row
+        return found
+
+    def put_many(self, rows: dict[int, tuple[Any, ...]]) -> None:
+        if self.max_rows <= 0:
+            return
+        with self._lock:
+            self._rows.update(rows)
+            while len(self._rows) > self.max_rows:
+                self._rows.popitem(last=False)
+
+    def discard(self, rowid: int) -> None:
+        with self._lock:
+            self._rows.pop(rowid, None)
+
+
 class Store:
     """A durable, searchable collection of records in one directory."""
 
@@ -116,6 +153,7 @@ class Store:
         self._spaces_lock = threading.Lock()
         self._wake = threading.Event()
         self._maintain_lock = threading.Lock()
+        self._rows = _RowCache(self.config.row_cache_rows)
         self._closed = threading.Event()
         self._index_params = {
             "dim": self.dim,
@@ -192,6 +230,7 @@ class Store:
                 rowid = self.db.delete(conn, namespace, cid)
             if rowid is None:
                 return False
+            self._rows.discard(rowid)
             space = self._space(namespace)
             with space.lock:
                 in_pending = space.pending_ids == rowid
@@ -278,11 +317,15 @@ class Store:
             raise DimensionMismatchError(
                 f"query vector has {q.size} dimensions, expected {self.dim}"
             )
-        if not np.isfinite(q).all():
-            raise InvalidRequestError("query vector contains NaN or infinite values")
-        if not np.any(q):
+        with np.errstate(over="ignore", invalid="ignore"):
+            norm = float(np.sqrt(np.dot(q, q)))  # NaN or inf anywhere makes this non-finite
+        if not np.isfinite(norm):
+            if not np.isfinite(q).all():
+                raise InvalidRequestError("query vector contains NaN or infinite values")
+            return normalize(q / np.abs(q).max())  # finite but too large to square
+        if norm == 0.0:
             raise InvalidRequestError("query vector is all zeros")
-        return normalize(q)
+        return q / np.float32(norm)
 
     def _snapshot(self, space: _Space) -> tuple[HnswIndex, np.ndarray, np.ndarray, Any]:
         with space.lock:
@@ -340,7 +383,16 @@ class Store:
     ) -> list[QueryResult]:
         if len(ids) == 0:
             return []
-        rows = self.db.hits(ids.tolist(), include_embedding)
+        wanted = ids.tolist()
+        if include_embedding:
+            rows = self.db.hits(wanted, with_embedding=True)
+        else:
+            rows = self._rows.get_many(wanted)
+            missing = [i for i in wanted if i not in rows]
+            if missing:
+                fetched = self.db.hits(missing)
+                self._rows.put_many(fetched)
+                rows.update(fetched)
         results = []
         for score, rowid in zip(scores.tolist(), ids.tolist(), strict=True):
             row = rows.get(rowid)
