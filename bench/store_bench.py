@@ -21,8 +21,10 @@ whole index), an efSearch sweep of sequential single-vector queries (best of
 setting with recall@10 >= 0.95 is reported), the 1 %-filter query (first
 ``--filtered-queries``) at the lowest efSearch reaching 0.95 (swept on up to
 1024), disk bytes, peak RSS and reopen time (open + first query, warm page
-cache). Engram and FAISS are also timed with FAISS on one OpenMP thread, and
-Engram's query time is broken down by part. All three build HNSW with Engram's
+cache). At the chosen efSearch, Engram and FAISS are also timed with FAISS on
+one OpenMP thread, Engram also without its row cache (the sweep repeats the
+same queries, so it runs on a hot cache), and Engram's query time is broken
+down by part. All three build HNSW with Engram's
 defaults (M=32, efConstruction=64) over inner product.
 """
 
@@ -39,7 +41,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -95,6 +97,24 @@ class EngineBench(Protocol):
     def open(self) -> None: ...
     def disk_bytes(self) -> int: ...
     def diagnostics(self, queries: np.ndarray) -> dict[str, Any]: ...
+    def variants(self) -> dict[str, Callable[[], AbstractContextManager[None]]]: ...
+
+
+@contextmanager
+def faiss_one_thread() -> Iterator[None]:
+    """FAISS on one OpenMP thread in this thread (the setting is per thread).
+
+    FAISS opens an OpenMP parallel region even for a single query; when the
+    cores are busy, waking the second thread can cost a scheduler slice.
+    """
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 class EngramBench:
@@ -107,7 +127,6 @@ class EngramBench:
         self._store_cls = Store
         self.path = path
         self.config = StoreConfig(hnsw_m=m, hnsw_ef_construction=ef_construction)
-        self.default_ef = self.config.hnsw_ef_search
         self.store = Store(path, config=self.config)
         self.filter = {"bucket": bucket}
         self.batch = batch
@@ -170,10 +189,36 @@ class EngramBench:
     def disk_bytes(self) -> int:
         return dir_bytes(self.path)
 
+    def variants(self) -> dict[str, Callable[[], AbstractContextManager[None]]]:
+        out: dict[str, Callable[[], AbstractContextManager[None]]] = {
+            "faiss_one_thread": faiss_one_thread
+        }
+        if any(f.name == "row_cache_rows" for f in dataclasses.fields(self.store.config)):
+            out["row_cache_off"] = self._row_cache_off
+        return out
+
+    @contextmanager
+    def _row_cache_off(self) -> Iterator[None]:
+        """Reopened without the cache of returned rows, so every hit is read from SQLite.
+
+        The sweep repeats the same queries, so with the cache on it measures a hot cache.
+        """
+        config = self.store.config
+        self.store.close()
+        self.store = self._store_cls(
+            self.path, config=dataclasses.replace(config, row_cache_rows=0)
+        )
+        try:
+            yield
+        finally:
+            self.store.close()
+            self.store = self._store_cls(self.path, config=config)
+
     def diagnostics(self, queries: np.ndarray) -> dict[str, Any]:
         """Where one query's time goes: validation, FAISS, SQLite filter, hydration, the rest."""
         from engram.store import index as index_mod
 
+        self.store.flush()  # loads the namespace's index now, not inside the first timed query
         out: dict[str, Any] = {}
         for label, fn in (("unfiltered", self.search), ("filtered", self.search_filtered)):
             spent: dict[str, float] = defaultdict(float)
@@ -308,6 +353,9 @@ class ChromaBench:
     def disk_bytes(self) -> int:
         return dir_bytes(self.path)
 
+    def variants(self) -> dict[str, Callable[[], AbstractContextManager[None]]]:
+        return {}
+
     def diagnostics(self, queries: np.ndarray) -> dict[str, Any]:
         return {}
 
@@ -362,6 +410,9 @@ class FaissBench:
     def disk_bytes(self) -> int:
         return dir_bytes(self.file)
 
+    def variants(self) -> dict[str, Callable[[], AbstractContextManager[None]]]:
+        return {"faiss_one_thread": faiss_one_thread}
+
     def diagnostics(self, queries: np.ndarray) -> dict[str, Any]:
         return {}
 
@@ -406,27 +457,22 @@ def _pick(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {**best, "target_reached": bool(ok)}
 
 
-def _one_thread(
-    engine: EngineBench, queries: np.ndarray, truth: np.ndarray, warmup: int, rounds: int
+def _variant(
+    engine: EngineBench,
+    setting: Callable[[], AbstractContextManager[None]],
+    queries: np.ndarray,
+    truth: np.ndarray,
+    warmup: int,
+    rounds: int,
 ) -> dict[str, Any]:
-    """The chosen setting with FAISS on one OpenMP thread (in this thread), fastest round.
-
-    FAISS opens an OpenMP parallel region even for a single query; when the
-    cores are busy, waking the second thread can cost a scheduler slice.
-    """
-    import faiss
-
-    before = faiss.omp_get_max_threads()
+    """The chosen efSearch again under another ``setting``; the fastest of ``rounds``."""
     best: dict[str, Any] = {}
-    faiss.omp_set_num_threads(1)
-    try:
+    with setting():
         for _ in range(rounds):
             lat, found = time_queries(engine.search, queries, warmup=warmup)
             row = {"recall": recall_at_k(found, truth), **latency_summary(lat)}
             if not best or row["qps"] > best["qps"]:
                 best = row
-    finally:
-        faiss.omp_set_num_threads(before)
     return best
 
 
@@ -495,8 +541,10 @@ def run_child(args: argparse.Namespace) -> int:
         result["filtered"] = _pick(fsweep)
 
     engine.set_ef(result["query"]["ef"])
-    if args.engine in ("engram", "faiss"):
-        result["query_one_thread"] = _one_thread(engine, queries, truth, args.warmup, args.rounds)
+    result["variants"] = {
+        name: _variant(engine, setting, queries, truth, args.warmup, args.rounds)
+        for name, setting in engine.variants().items()
+    }
     result["diagnostics"] = engine.diagnostics(queries[: args.diagnostic_queries])
     t0 = clock()
     engine.close()
@@ -643,18 +691,28 @@ def targets(engines: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if d is not None:
             add("Engram recall@10 at default ef=48", ">= 0.95", d["recall"],
                 d["recall"] >= TARGET_RECALL, f"{d['recall']:.3f}")  # fmt: skip
+    # QPS is 1 / mean latency, which preemption by other load drags down; the
+    # p50 ratio beside it is the robust cross-check on a busy machine.
     if "query" in e and "query" in c:
         ratio = e["query"]["qps"] / c["query"]["qps"]
-        add("Engram QPS / Chroma QPS", ">= 5x", ratio, ratio >= 5, f"{ratio:.2f}x")
+        p50 = c["query"]["p50_ms"] / e["query"]["p50_ms"]
+        add("Engram QPS / Chroma QPS", ">= 5x", ratio, ratio >= 5,
+            f"{ratio:.2f}x (p50: {p50:.2f}x)")  # fmt: skip
     if "query" in e and "query" in f:
         ratio = e["query"]["qps"] / f["query"]["qps"]
-        add("Engram QPS / raw FAISS QPS", ">= 50 %", ratio, ratio >= 0.5, f"{ratio:.0%}")
+        p50 = f["query"]["p50_ms"] / e["query"]["p50_ms"]
+        add("Engram QPS / raw FAISS QPS", ">= 50 %", ratio, ratio >= 0.5,
+            f"{ratio:.0%} (p50: {p50:.0%})")  # fmt: skip
     if "insert" in e and "insert" in c:
         ratio = e["insert"]["rows_per_s"] / c["insert"]["rows_per_s"]
         add("Engram insert rate / Chroma's (acked)", ">= 4x", ratio, ratio >= 4, f"{ratio:.2f}x")
         ratio2 = e["insert"]["indexed_rows_per_s"] / c["insert"]["rows_per_s"]
         add("  same, until the index is fully built", "(info)", ratio2, None, f"{ratio2:.2f}x")
     return out
+
+
+def _qps_p50(row: dict[str, Any]) -> str:
+    return f"{row['qps']:,.0f} (p50 {row['p50_ms']:.2f} ms)"
 
 
 def _reached(pick: dict[str, Any]) -> str:
@@ -668,13 +726,13 @@ _ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
      lambda r: f"{r['insert']['record_seconds']:.1f} / {r['insert']['put_seconds']:.1f}"),
     ("  Engram: until index built, s", lambda r: _num(r["insert"]["indexed_seconds"], ".1f")),
     ("  Engram: index-built rows/s", lambda r: _num(r["insert"]["indexed_rows_per_s"])),
+    ("  Engram: rows not yet in HNSW at ack", lambda r: _num(r["insert"]["pending_at_ack"])),
     ("efSearch for recall >= 0.95", lambda r: _reached(r["query"])),
     ("recall@10", lambda r: f"{r['query']['recall']:.3f}"),
     ("single-query QPS", lambda r: _num(r["query"]["qps"])),
     ("p50 / p99 latency ms", lambda r: f"{r['query']['p50_ms']:.2f} / {r['query']['p99_ms']:.2f}"),
-    ("  QPS, FAISS on 1 OpenMP thread", lambda r: _num(r["query_one_thread"]["qps"])),
-    ("  p50 / p99 ms, 1 OpenMP thread",
-     lambda r: f"{r['query_one_thread']['p50_ms']:.2f} / {r['query_one_thread']['p99_ms']:.2f}"),
+    ("  QPS, FAISS on 1 OpenMP thread", lambda r: _qps_p50(r["variants"]["faiss_one_thread"])),
+    ("  QPS, Engram row cache off", lambda r: _qps_p50(r["variants"]["row_cache_off"])),
     ("filtered (1 %): efSearch", lambda r: _reached(r["filtered"])),
     ("filtered recall@10", lambda r: f"{r['filtered']['recall']:.3f}"),
     ("filtered QPS", lambda r: _num(r["filtered"]["qps"])),
@@ -730,7 +788,8 @@ def _sweep_table(name: str, engines: dict[str, dict[str, Any]]) -> Table:
 
 def _diagnostics_table(name: str, diag: dict[str, dict[str, float]]) -> Table:
     t = Table(
-        title=f"{name}: where an Engram query's time goes (µs per query)", title_justify="left"
+        title=f"{name}: where an Engram query's time goes (µs per query, row cache cold at start)",
+        title_justify="left",
     )
     t.add_column("part")
     for label in diag:
@@ -818,6 +877,8 @@ def run_parent(args: argparse.Namespace) -> int:
     report["machine"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)
     report["wall_seconds"] = round(clock() - t_start, 1)
     console = Console()
+    if not console.is_terminal:  # piped: do not squeeze the tables into 80 columns
+        console = Console(width=120)
     render(report, console)
     console.print(f"total wall time: {report['wall_seconds']:.0f} s")
     if args.json:
