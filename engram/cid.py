@@ -45,8 +45,11 @@ class CIDParts(NamedTuple):
 def vector_bytes(embedding: Sequence[float] | np.ndarray, dim: int | None = None) -> bytes:
     """Little-endian float32 bytes of ``embedding``; rejects NaN/inf, empties and wrong sizes."""
     try:
-        with np.errstate(over="ignore"):  # overflow becomes inf, rejected below
-            arr = np.asarray(embedding, dtype="<f4")
+        if isinstance(embedding, np.ndarray) and embedding.dtype == "<f4":
+            arr = embedding
+        else:
+            with np.errstate(over="ignore"):  # overflow becomes inf, rejected below
+                arr = np.asarray(embedding, dtype="<f4")
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError("embedding must be a flat list of numbers") from exc
     if arr.ndim != 1 or arr.size == 0:
@@ -62,35 +65,49 @@ def vector_bytes(embedding: Sequence[float] | np.ndarray, dim: int | None = None
     return arr.tobytes()
 
 
-def _check_plain_json(value: Any, path: str) -> None:
-    if value is None or isinstance(value, str | bool | int):
-        return
+_SCALARS = (str, bool, int, type(None))
+
+
+def _check_plain_json(value: Any, path: str) -> int:
+    """Raise unless ``value`` is plain JSON; return its nesting depth (a scalar is 0)."""
+    if isinstance(value, _SCALARS):
+        return 0
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidRequestError(f"metadata{path} is {value}: only finite numbers are JSON")
-        return
+        return 0
     if isinstance(value, list):
-        for i, item in enumerate(value):
-            _check_plain_json(item, f"{path}[{i}]")
-        return
+        return 1 + max(
+            (_check_plain_json(item, f"{path}[{i}]") for i, item in enumerate(value)), default=0
+        )
     if isinstance(value, Mapping):
+        depth = 0
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidRequestError(f"metadata{path} has a non-string key {key!r}")
-            _check_plain_json(item, f"{path}.{key}")
-        return
+            if not isinstance(item, _SCALARS):
+                depth = max(depth, _check_plain_json(item, f"{path}.{key}"))
+        return 1 + depth
     raise InvalidRequestError(
         f"metadata{path} is a {type(value).__name__}; only str, int, float, bool, null, "
         "list and object are allowed"
     )
 
 
-def metadata_bytes(metadata: Mapping[str, Any] | None, model_version: str = MODEL_VERSION) -> bytes:
+def metadata_bytes(
+    metadata: Mapping[str, Any] | None,
+    model_version: str = MODEL_VERSION,
+    max_depth: int | None = None,
+) -> bytes:
     """The canonical metadata JSON, with ``model_version`` folded in."""
     metadata = metadata or {}
     if not isinstance(metadata, Mapping):
         raise InvalidRequestError(f"metadata must be a JSON object, got {type(metadata).__name__}")
-    _check_plain_json(metadata, "")
+    depth = _check_plain_json(metadata, "")
+    if max_depth is not None and depth > max_depth:
+        raise InvalidRequestError(
+            f"metadata is nested {depth} levels deep, the limit is {max_depth}"
+        )
     reserved = RESERVED_METADATA_KEYS.intersection(metadata)
     if reserved:
         raise InvalidRequestError(f"metadata key {sorted(reserved)[0]!r} is reserved")

@@ -72,6 +72,10 @@ class StoreConfig:
     compact_tombstone_ratio: float = field(
         default=0.2, metadata={"help": "deleted share of an index that triggers compaction"}
     )
+    index_threads: int = field(
+        default=0,
+        metadata={"help": "cores the background indexer may use (0 = all but one; flush uses all)"},
+    )
     row_cache_rows: int = field(
         default=50_000, metadata={"help": "recently returned rows kept in memory (0 = none)"}
     )

@@ -8,7 +8,6 @@ inputs with the same messages.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,14 +99,6 @@ class QueryResult(_ItemAccess):
         return out
 
 
-def _depth(value: Any) -> int:
-    if isinstance(value, Mapping):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
-
-
 def check_namespace(namespace: str | None, limits: Limits) -> str:
     """The namespace to use; ``None`` means the default one."""
     if namespace is None:
@@ -142,20 +133,6 @@ def check_text(text: Any, limits: Limits, *, required: bool = False) -> str | No
     return text
 
 
-def check_metadata(metadata: Any, limits: Limits) -> dict[str, Any]:
-    """Enforce the metadata depth limit (size is checked on the canonical bytes)."""
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, Mapping):
-        raise InvalidRequestError(f"metadata must be a JSON object, got {type(metadata).__name__}")
-    depth = _depth(metadata)
-    if depth > limits.max_metadata_depth:
-        raise InvalidRequestError(
-            f"metadata is nested {depth} levels deep, the limit is {limits.max_metadata_depth}"
-        )
-    return dict(metadata)
-
-
 def make_record(
     embedding: Any,
     metadata: Any = None,
@@ -168,10 +145,9 @@ def make_record(
 ) -> Record:
     """Validate one record's parts against every rule and limit and give it its CID."""
     text = check_text(text, limits)
-    metadata = check_metadata(metadata, limits)
     namespace = check_namespace(namespace, limits)
     vec = vector_bytes(embedding, dim)
-    meta = metadata_bytes(metadata, model_version)
+    meta = metadata_bytes(metadata, model_version, limits.max_metadata_depth)
     if len(meta) > limits.max_metadata_bytes:
         raise PayloadTooLargeError(
             f"metadata is {len(meta)} bytes of JSON, the limit is {limits.max_metadata_bytes}"
@@ -180,7 +156,7 @@ def make_record(
     return Record(
         cid=cid_of_bytes(canonical),
         embedding=np.frombuffer(vec, dtype="<f4"),
-        metadata=metadata,
+        metadata=dict(metadata or {}),
         text=text,
         namespace=namespace,
         model_version=model_version,

@@ -20,7 +20,7 @@ import numpy as np
 from engram.errors import StorageError
 from engram.records import Record
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,6 +46,22 @@ END;
 CREATE TRIGGER IF NOT EXISTS records_fts_delete AFTER DELETE ON records
 WHEN old.text IS NOT NULL BEGIN
     INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TABLE IF NOT EXISTS record_fields (
+    id        INTEGER NOT NULL,
+    namespace TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    value
+);
+CREATE INDEX IF NOT EXISTS record_fields_lookup ON record_fields(namespace, key, value);
+CREATE INDEX IF NOT EXISTS record_fields_id ON record_fields(id);
+CREATE TRIGGER IF NOT EXISTS record_fields_insert AFTER INSERT ON records BEGIN
+    INSERT INTO record_fields(id, namespace, key, kind, value)
+    SELECT new.id, new.namespace, key, type, atom FROM json_each(new.metadata);
+END;
+CREATE TRIGGER IF NOT EXISTS record_fields_delete AFTER DELETE ON records BEGIN
+    DELETE FROM record_fields WHERE id = old.id;
 END;
 CREATE TABLE IF NOT EXISTS index_checkpoints (
     namespace    TEXT PRIMARY KEY,
@@ -106,6 +122,14 @@ class Database:
             raise StorageError(
                 f"{self.path} was written by a newer Engram (schema {row[0]}); upgrade engram-subnet"
             )
+        elif int(row[0]) < 2:  # schema 1 had no field index: build it from the records
+            with self.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO record_fields(id, namespace, key, kind, value) "
+                    "SELECT r.id, r.namespace, j.key, j.type, j.atom "
+                    "FROM records r, json_each(r.metadata) j"
+                )
+                conn.execute("UPDATE settings SET value=? WHERE key='schema_version'", (2,))
 
     @property
     def reader(self) -> sqlite3.Connection:
@@ -240,11 +264,9 @@ class Database:
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
         return out_ids, matrix
 
-    def filter_ids(self, namespace: str, where: str, params: Sequence[Any]) -> np.ndarray:
-        rows = self.reader.execute(
-            f"SELECT id FROM records WHERE namespace=? AND ({where}) ORDER BY id",
-            (namespace, *params),
-        ).fetchall()
+    def filter_ids(self, select: str, params: Sequence[Any]) -> np.ndarray:
+        """Sorted ids from a compiled filter (:func:`engram.store.filters.compile_filter`)."""
+        rows = self.reader.execute(f"SELECT id FROM ({select}) ORDER BY id", params).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def keyword_ids(self, namespace: str, query: str, limit: int) -> list[tuple[int, float]]:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -284,8 +285,7 @@ class Store:
         query = self._query_vector(vector)
         space = self._space(namespace)
         if filter is not None and filter != {}:
-            where, params = compile_filter(filter)
-            allowed = self.db.filter_ids(namespace, where, params)
+            allowed = self.db.filter_ids(*compile_filter(filter, namespace))
             scores, ids = self._filtered(space, query, top_k, allowed)
         else:
             scores, ids = self._unfiltered(space, query, top_k)
@@ -482,18 +482,20 @@ class Store:
 
     def _maintain(self, space: _Space, force: bool) -> None:
         """Index pending rows, compact tombstones and checkpoint, as each is due."""
+        # In the background, leave a core to writers and queries; a flush may use them all.
+        threads = None if force else self.config.index_threads or max(1, (os.cpu_count() or 2) - 1)
         with self._maintain_lock:
             if self._needs_compaction(space, force):
-                self._rebuild(space, compact=True)
+                self._rebuild(space, compact=True, threads=threads)
             if len(space.pending_ids) and (
                 force or len(space.pending_ids) >= self.config.index_batch_rows
             ):
-                self._rebuild(space, compact=False)
+                self._rebuild(space, compact=False, threads=threads)
             due = time.monotonic() - space.saved_at > self.config.checkpoint_interval_s
             if space.dirty and (force or due):
                 self._checkpoint(space)
 
-    def _rebuild(self, space: _Space, compact: bool) -> None:
+    def _rebuild(self, space: _Space, compact: bool, threads: int | None) -> None:
         """Build the next index off to the side and swap it in; searches go on meanwhile."""
         with space.lock:
             base, ids, vecs = space.index, space.pending_ids, space.pending_vecs
@@ -501,10 +503,10 @@ class Store:
         if compact:
             keep = np.setdiff1d(base.labels, dead)
             fresh = self._new_index()
-            fresh.add(keep, base.vectors(keep))
+            fresh.add(keep, base.vectors(keep), threads)
         else:
             fresh = base.clone() if len(base) else self._new_index()
-        fresh.add(ids, vecs)
+        fresh.add(ids, vecs, threads)
         with self.db.write_lock, space.lock:
             top = fresh.max_label
             live = self.db.live_ids(space.name, upto=top)

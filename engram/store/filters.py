@@ -3,9 +3,9 @@
 ``{"year": {"$gte": 2020}, "lang": "en"}`` (several keys mean AND),
 ``{"$or": [{"tag": {"$in": ["a", "b"]}}, {"score": {"$lt": 0.5}}]}``.
 
-Operators: ``$eq $ne $gt $gte $lt $lte $in $nin $and $or``. As in Chroma,
-``$ne`` and ``$nin`` match only records that have the key. Values keep their
-JSON type: ``1`` does not match ``"1"`` or ``true``.
+Operators: ``$eq $ne $gt $gte $lt $lte $in $nin $and $or`` on top-level
+metadata keys. As in Chroma, ``$ne`` and ``$nin`` match only records that have
+the key. Values keep their JSON type: ``1`` does not match ``"1"`` or ``true``.
 """
 
 from __future__ import annotations
@@ -20,18 +20,13 @@ _RANGE = {"$gt", "$gte", "$lt", "$lte"}
 _OPERATORS = ", ".join([*_COMPARE, "$in", "$nin"])
 
 
-def _path(key: str) -> str:
-    if (
-        not isinstance(key, str)
-        or not key
-        or key.startswith("$")
-        or '"' in key
-        or not key.isprintable()
-    ):
+def _key(key: Any) -> str:
+    if not isinstance(key, str) or not key or key.startswith("$"):
         raise InvalidFilterError(
-            f"filter key {key!r} must be a metadata field name (no leading $, no double quote)"
+            f"filter key {key!r} must be a metadata field name (not empty, no leading $)"
         )
-    return '$."' + key + '"'
+    _scalar(key, "filter key")
+    return key
 
 
 _INT64 = 2**63
@@ -50,72 +45,78 @@ def _scalar(value: Any, where: str) -> Any:
     raise InvalidFilterError(f"{where}: {value!r} must be a string, number, boolean or null")
 
 
-def _compare(key: str, op: str, value: Any) -> tuple[str, list[Any]]:
-    path = _path(key)
-    value = _scalar(value, f"{key} {op}")
-    if op in _RANGE and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise InvalidFilterError(f"{key} {op} needs a number, got {value!r}")
-    sql_op = _COMPARE[op]
+def _equals(value: Any) -> tuple[str, list[Any]]:
+    """A test on one ``record_fields`` row (its ``kind`` and ``value``) for equality."""
     if value is None:
-        test = "IS" if op == "$eq" else "IS NOT"
-        if op not in ("$eq", "$ne"):
-            raise InvalidFilterError(f"{key} {op} cannot compare with null")
-        return f"(json_type(metadata, ?) IS NOT NULL AND json_type(metadata, ?) {test} 'null')", [
-            path,
-            path,
-        ]
+        return "kind = 'null'", []
     if isinstance(value, bool):
-        json_type = "true" if value else "false"
-        test = "=" if op == "$eq" else "!="
-        return f"json_type(metadata, ?) {test} '{json_type}'", [path]
+        return ("kind = 'true'" if value else "kind = 'false'"), []
     if isinstance(value, str):
-        return f"(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) {sql_op} ?)", [
-            path,
-            path,
-            value,
-        ]
-    return (
-        f"(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) {sql_op} ?)",
-        [path, path, value],
-    )
+        return "(kind = 'text' AND value = ?)", [value]
+    return "(kind IN ('integer', 'real') AND value = ?)", [value]
 
 
-def _membership(key: str, op: str, values: Any) -> tuple[str, list[Any]]:
-    if not isinstance(values, list) or not values:
-        raise InvalidFilterError(f"{key} {op} needs a non-empty list")
-    parts = [_compare(key, "$eq", v) for v in values]
-    sql = "(" + " OR ".join(p[0] for p in parts) + ")"
-    params = [x for p in parts for x in p[1]]
-    if op == "$nin":
-        sql = f"(json_type(metadata, ?) IS NOT NULL AND NOT {sql})"
-        params = [_path(key), *params]
-    return sql, params
+def _one_of(values: list[Any]) -> tuple[str, list[Any]]:
+    """Equality with any of ``values``, as ``value IN (...)`` per type so the index serves it."""
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    texts = [v for v in values if isinstance(v, str)]
+    tests = [_equals(v) for v in values if isinstance(v, bool) or v is None]
+    for kinds, group in (("'integer', 'real'", numbers), ("'text'", texts)):
+        if group:
+            marks = ", ".join("?" * len(group))
+            tests.append((f"(kind IN ({kinds}) AND value IN ({marks}))", group))
+    sql = "(" + " OR ".join(t[0] for t in tests) + ")"
+    return sql, [x for t in tests for x in t[1]]
 
 
-def _field(key: str, condition: Any) -> tuple[str, list[Any]]:
+def _condition(key: str, op: str, value: Any) -> tuple[str, list[Any]]:
+    where = f"{key} {op}"
+    if op in ("$in", "$nin"):
+        if not isinstance(value, list) or not value:
+            raise InvalidFilterError(f"{where} needs a non-empty list")
+        sql, params = _one_of([_scalar(v, where) for v in value])
+        return (f"NOT {sql}" if op == "$nin" else sql), params
+    if op not in _COMPARE:
+        raise InvalidFilterError(f"unknown operator {op!r} on {key!r}; use one of {_OPERATORS}")
+    value = _scalar(value, where)
+    if op in _RANGE:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidFilterError(f"{where} needs a number, got {value!r}")
+        return f"(kind IN ('integer', 'real') AND value {_COMPARE[op]} ?)", [value]
+    sql, params = _equals(value)
+    return (f"NOT {sql}" if op == "$ne" else sql), params
+
+
+def _field(namespace: str, key: str, condition: Any) -> tuple[str, list[Any]]:
+    """Ids whose field ``key`` passes ``condition`` (a value, or ``{op: value, ...}``)."""
+    key = _key(key)
     if not isinstance(condition, Mapping):
-        return _compare(key, "$eq", condition)
-    if not condition:
+        tests = [_condition(key, "$eq", condition)]
+    elif not condition:
         raise InvalidFilterError(f"filter on {key!r} is empty")
-    parts = []
-    for op, value in condition.items():
-        if op in _COMPARE:
-            parts.append(_compare(key, op, value))
-        elif op in ("$in", "$nin"):
-            parts.append(_membership(key, op, value))
-        else:
-            raise InvalidFilterError(f"unknown operator {op!r} on {key!r}; use one of {_OPERATORS}")
-    return _join(parts, "AND")
+    else:
+        tests = [_condition(key, op, value) for op, value in condition.items()]
+    sql = "SELECT id FROM record_fields WHERE namespace = ? AND key = ? AND " + " AND ".join(
+        t[0] for t in tests
+    )
+    return sql, [namespace, key, *[x for t in tests for x in t[1]]]
 
 
-def _join(parts: list[tuple[str, list[Any]]], word: str) -> tuple[str, list[Any]]:
+def _combine(parts: list[tuple[str, list[Any]]], word: str) -> tuple[str, list[Any]]:
     if len(parts) == 1:
         return parts[0]
-    return "(" + f" {word} ".join(p[0] for p in parts) + ")", [x for p in parts for x in p[1]]
+    sql = f" {word} ".join(f"SELECT id FROM ({p[0]})" for p in parts)
+    return sql, [x for p in parts for x in p[1]]
 
 
-def compile_filter(flt: Mapping[str, Any], _depth: int = 0) -> tuple[str, list[Any]]:
-    """SQL condition over the ``metadata`` JSON column and its parameters."""
+def compile_filter(
+    flt: Mapping[str, Any], namespace: str, _depth: int = 0
+) -> tuple[str, list[Any]]:
+    """A SELECT of the matching record ids in ``namespace``, with its parameters.
+
+    Each field test is an indexed lookup in ``record_fields`` (one row per
+    top-level metadata key); ``$and`` and ``$or`` become INTERSECT and UNION.
+    """
     if not isinstance(flt, Mapping) or not flt:
         raise InvalidFilterError("filter must be a non-empty JSON object")
     if _depth > 16:
@@ -125,9 +126,10 @@ def compile_filter(flt: Mapping[str, Any], _depth: int = 0) -> tuple[str, list[A
         if key in ("$and", "$or"):
             if not isinstance(value, list) or not value:
                 raise InvalidFilterError(f"{key} needs a non-empty list of filters")
-            parts.append(_join([compile_filter(sub, _depth + 1) for sub in value], key[1:].upper()))
+            children = [compile_filter(sub, namespace, _depth + 1) for sub in value]
+            parts.append(_combine(children, "INTERSECT" if key == "$and" else "UNION"))
         elif isinstance(key, str) and key.startswith("$"):
             raise InvalidFilterError(f"unknown top-level operator {key!r}; use $and or $or")
         else:
-            parts.append(_field(key, value))
-    return _join(parts, "AND")
+            parts.append(_field(namespace, key, value))
+    return _combine(parts, "INTERSECT")

@@ -71,12 +71,13 @@ class HnswIndex:
     def max_label(self) -> int:
         return int(self._labels[-1]) if len(self._labels) else 0
 
-    def add(self, ids: np.ndarray, unit_vectors: np.ndarray) -> None:
+    def add(self, ids: np.ndarray, unit_vectors: np.ndarray, threads: int | None = None) -> None:
+        """Add rows (ascending ids) using ``threads`` cores (all when None)."""
         if len(ids) == 0:
             return
         if len(self._labels) and ids[0] <= self._labels[-1]:
             raise StorageError("rows must be indexed in ascending id order")
-        faiss.omp_set_num_threads(os.cpu_count() or 1)  # builds use every core
+        faiss.omp_set_num_threads(threads or os.cpu_count() or 1)
         _thread_state.single = False
         self._index.add_with_ids(unit_vectors, ids)
         self._labels = np.concatenate([self._labels, ids.astype(np.int64)])

@@ -50,8 +50,11 @@ def _varied_sentences(n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private ENGRAM_HOME, so the ONNX export is exercised and never touches ~/.engram."""
-    path = tmp_path_factory.mktemp("engram_home")
+    """ENGRAM_HOME for the module-scoped models, which load before conftest's per-test one.
+
+    Same directory as conftest's, so the session exports the ONNX graph once.
+    """
+    path = tmp_path_factory.getbasetemp() / "engram-home"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ENGRAM_HOME", str(path))
         yield path
@@ -153,7 +156,10 @@ def test_embed_backends_agree(
     assert np.min(cos) >= 1 - 1e-5
 
 
-def test_embed_onnx_cache_is_reused(onnx_embedder: MiniLMEmbedder, home: Path) -> None:
+def test_embed_onnx_cache_is_reused(
+    onnx_embedder: MiniLMEmbedder, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENGRAM_HOME", str(home))
     (cached,) = (home / "models").glob("all-MiniLM-L6-v2-onnx-*/model.onnx")
     assert not list((home / "models").glob(".tmp-*")), "temp export dir left behind"
     before = cached.stat().st_mtime_ns

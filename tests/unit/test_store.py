@@ -307,3 +307,19 @@ def test_store_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot open"):
         Store(tmp_path)
     assert sqlite3.sqlite_version
+
+
+def test_store_migrates_a_schema_1_file_by_indexing_its_fields(tmp_path: Path) -> None:
+    vecs = unit_vectors(50)
+    with Store(tmp_path) as store:
+        _fill(store, vecs)
+    conn = sqlite3.connect(tmp_path / "engram.db")
+    with conn:
+        conn.execute("DELETE FROM record_fields")
+        conn.execute("UPDATE settings SET value='1' WHERE key='schema_version'")
+    conn.close()
+    with Store(tmp_path) as store:
+        hits = store.search(vecs[3], top_k=10, filter={"bucket": 3})
+        assert [h.metadata["i"] for h in hits] == _exact_top(
+            vecs, vecs[3], 10, np.arange(50) % 10 == 3
+        )
