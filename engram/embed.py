@@ -7,9 +7,9 @@ ever fetched from a hub. Two backends compute it:
 * ``"torch"`` — sentence-transformers on the CPU; the reference.
 * ``"onnx"`` — ONNX Runtime on a graph exported once from the same local
   weights (BERT + mean pooling + L2 norm), cached under ``ENGRAM_HOME/models/``.
-  It matches torch to ~2e-7 per component (1 - cosine < 1e-12), encodes
-  ~1.35x more sentences per CPU-second, and keeps its pace on a busy machine
-  where torch's OpenMP threads stall each other (2-4x slower there; see
+  It matches torch to ~2e-7 per component (1 - cosine < 1e-12) and encodes
+  ~1.4x more sentences per second on an idle 2-vCPU machine, 2-4x more on a
+  busy one, where torch's OpenMP threads stall each other (see
   ``bench/embed_bench.py``), so it is the default.
 
 Importing this module is cheap: torch, sentence-transformers and onnxruntime
