@@ -787,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ingest-batches", type=int, default=20, help="1000-item batches per level")
     p.add_argument("--ingest-concurrency", type=int, nargs="+", default=[1, 2])
     p.add_argument("--sentences", type=int, default=2000)
-    p.add_argument("--text-batches", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--text-batches", type=int, nargs="+", default=[64, 256, 1000])
     p.add_argument("--text-concurrency", type=int, nargs="+", default=[1])
     p.add_argument("--single-clients", type=int, default=4, help="IngestSynapse clients")
     p.add_argument("--single-requests", type=int, default=500, help="IngestSynapse requests")

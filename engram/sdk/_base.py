@@ -57,7 +57,7 @@ T = TypeVar("T")
 S = TypeVar("S")
 R = TypeVar("R")
 
-FILE_BATCH_ITEMS = 256
+FILE_BATCH_ITEMS = 1_000  # a full protocol batch: embedding sorts by length within it
 _SERVER_LIMITS = Limits()  # what a node accepts unless it was configured otherwise
 
 # --- result types ---------------------------------------------------------------------------

@@ -283,10 +283,12 @@ class Store:
         top_k = check_top_k(top_k, self.limits)
         namespace = check_namespace(namespace, self.limits)
         query = self._query_vector(vector)
+        select = compile_filter(filter, namespace) if filter is not None and filter != {} else None
+        if namespace not in self._spaces and not self.db.count(namespace):
+            return []  # unknown namespace: no state is created for it (queries are untrusted)
         space = self._space(namespace)
-        if filter is not None and filter != {}:
-            allowed = self.db.filter_ids(*compile_filter(filter, namespace))
-            scores, ids = self._filtered(space, query, top_k, allowed)
+        if select is not None:
+            scores, ids = self._filtered(space, query, top_k, self.db.filter_ids(*select))
         else:
             scores, ids = self._unfiltered(space, query, top_k)
         return self._hydrate(scores, ids, include_embedding)

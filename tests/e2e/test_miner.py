@@ -405,7 +405,7 @@ def test_miner_sigterm_lets_the_in_flight_request_finish_and_exits_cleanly(
     spawn_miner: Callable[..., MinerProcess],
 ) -> None:
     m = spawn_miner()
-    texts = [f"Note {i}: the ferry to island {i % 13} leaves at {i % 24}:00." for i in range(200)]
+    texts = [f"Note {i}: the ferry to island {i % 13} leaves at {i % 24}:00." for i in range(1000)]
     outcome: dict[str, Any] = {}
 
     def send() -> None:
@@ -420,7 +420,7 @@ def test_miner_sigterm_lets_the_in_flight_request_finish_and_exits_cleanly(
 
     sender = threading.Thread(target=send)
     sender.start()
-    time.sleep(0.5)  # the request is being embedded now (200 texts take seconds)
+    time.sleep(0.3)  # the request is being embedded now (1000 texts take seconds)
     signalled_at = time.monotonic()
     rc = m.terminate()
     sender.join(30)

@@ -222,7 +222,9 @@ CASES: dict[str, Case] = {
     "strings-in-vector": _with(
         _ingest(raw_embedding=[str(x) for x in VEC]), hints=("raw_embedding",)
     ),
-    "bools-in-vector": _with(_ingest(raw_embedding=[True] * DIM), hints=("raw_embedding", "infinite")),
+    "bools-in-vector": _with(
+        _ingest(raw_embedding=[True] * DIM), hints=("raw_embedding", "infinite")
+    ),
     "nan-ingest": Case(
         "POST",
         "/IngestSynapse",
@@ -238,7 +240,9 @@ CASES: dict[str, Case] = {
         hints=("infinite",),
     ),
     "overflow-float32-ingest": _with(_ingest(raw_embedding=[1e39, *VEC[1:]]), hints=("overflow",)),
-    "huge-int-ingest": _with(_ingest(raw_embedding=[10**400, *VEC[1:]]), hints=("raw_embedding", "infinite")),
+    "huge-int-ingest": _with(
+        _ingest(raw_embedding=[10**400, *VEC[1:]]), hints=("raw_embedding", "infinite")
+    ),
     "nan-query": Case(
         "POST",
         "/QuerySynapse",
@@ -337,7 +341,7 @@ CASES: dict[str, Case] = {
     "filter-range-on-string": _with(
         _query(query_text="hi", filter={"k": {"$gt": "a"}}), hints=("number",)
     ),
-    "filter-quote-in-key": _with(_query(query_text="hi", filter={'k"': 1}), hints=("quote",)),
+    "filter-quote-in-key": _with(_query(query_text="hi", filter={'k"': 1}), status=(200,)),
     "filter-too-deep": _with(
         _query(query_text="hi", filter=_nested_filter(40)), hints=("nested", "deep")
     ),
