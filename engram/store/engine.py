@@ -12,7 +12,6 @@ is why the store needs no repair after ``kill -9``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+import orjson
 
 from engram.config import EMBEDDING_MODEL_ID, MODEL_VERSION, Limits, StoreConfig
 from engram.errors import DimensionMismatchError, InvalidRequestError, StorageError
@@ -405,7 +405,7 @@ class Store:
                 QueryResult(
                     cid=cid,
                     score=min(1.0, max(-1.0, score)) if clip else score,
-                    metadata=json.loads(metadata),
+                    metadata=orjson.loads(metadata),
                     text=text,
                     embedding=np.frombuffer(embedding, "<f4").tolist()
                     if include_embedding
