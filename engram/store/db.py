@@ -157,12 +157,29 @@ class Database:
     # --- records -------------------------------------------------------------------------
 
     def insert(self, conn: sqlite3.Connection, records: Sequence[Record]) -> list[int | None]:
-        """Insert records; returns each new row id, or None where the CID was already stored."""
+        """Insert records; returns each new row id, or None where the CID was already stored.
+
+        Runs inside the writer's transaction: new rows get consecutive ids after
+        the table's sequence, so one ``executemany`` can insert them all.
+        """
+        seen = self._stored_cids(conn, records)
         ids: list[int | None] = []
+        fresh: list[Record] = []
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='records'").fetchone()
+        next_id = (row[0] if row else 0) + 1
         for r in records:
-            cur = conn.execute(
-                "INSERT INTO records(namespace, cid, embedding, metadata, text, model_version) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(namespace, cid) DO NOTHING",
+            key = (r.namespace, r.cid)
+            if key in seen:
+                ids.append(None)
+                continue
+            seen.add(key)
+            fresh.append(r)
+            ids.append(next_id)
+            next_id += 1
+        conn.executemany(
+            "INSERT INTO records(namespace, cid, embedding, metadata, text, model_version) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
                 (
                     r.namespace,
                     r.cid,
@@ -170,10 +187,33 @@ class Database:
                     json.dumps(r.metadata, separators=(",", ":")),
                     r.text,
                     r.model_version,
-                ),
-            )
-            ids.append(cur.lastrowid if cur.rowcount else None)
+                )
+                for r in fresh
+            ],
+        )
+        if fresh:
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='records'").fetchone()
+            if row[0] != next_id - 1:  # never expected: ids must be what we handed out
+                raise StorageError("row ids were not assigned consecutively; nothing was stored")
         return ids
+
+    def _stored_cids(
+        self, conn: sqlite3.Connection, records: Sequence[Record]
+    ) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        by_namespace: dict[str, list[str]] = {}
+        for r in records:
+            by_namespace.setdefault(r.namespace, []).append(r.cid)
+        for namespace, cids in by_namespace.items():
+            for start in range(0, len(cids), 900):
+                chunk = cids[start : start + 900]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT cid FROM records WHERE namespace=? AND cid IN ({marks})",
+                    (namespace, *chunk),
+                )
+                found.update((namespace, cid) for (cid,) in rows)
+        return found
 
     def delete(self, conn: sqlite3.Connection, namespace: str, cid: str) -> int | None:
         row = conn.execute(
