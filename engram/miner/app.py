@@ -25,7 +25,7 @@ from engram.config import Limits, MinerConfig, StoreConfig
 from engram.embed import Embedder
 from engram.errors import EngramError, UnavailableError
 from engram.memory import Memory
-from engram.miner.service import MinerService, ingest_item
+from engram.miner.service import MinerService, item_from_request
 from engram.proofs import Challenge
 from engram.protocol import (
     BatchIngestRequest,
@@ -120,7 +120,7 @@ def create_miner_app(
     async def ingest(request: Request) -> dict[str, Any]:
         body = await parse_body(request, IngestRequest)
         runtime = rt(request)
-        prepared = await runtime.read(runtime.service.prepare, [ingest_item(body)])
+        prepared = await runtime.read(runtime.service.prepare, [item_from_request(body)])
         (outcome,) = await runtime.write(runtime.service.commit, prepared)
         if isinstance(outcome, Exception):
             raise outcome
@@ -138,7 +138,7 @@ def create_miner_app(
         items = []
         for req in body.items:
             try:
-                items.append(ingest_item(req))
+                items.append(item_from_request(req))
                 outcomes.append(None)
             except EngramError as exc:
                 outcomes.append(exc)

@@ -20,7 +20,7 @@ from engram.records import QueryResult, Record
 _LATENCY_WINDOW = 10_000
 
 
-def ingest_item(req: IngestRequest) -> IngestItem:
+def item_from_request(req: IngestRequest) -> IngestItem:
     """A wire ingest request as an item: text, a vector, or both on purpose."""
     if req.text is None and req.raw_embedding is None:
         raise InvalidRequestError(
