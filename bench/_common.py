@@ -6,6 +6,7 @@ its own process and measure that process alone.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
@@ -44,6 +45,12 @@ def progress() -> Progress:
         console=err,
         transient=True,
     )
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    """Write a benchmark report (what ``--json PATH`` asks for)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
 def machine_info() -> dict[str, Any]:

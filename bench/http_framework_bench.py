@@ -32,7 +32,6 @@ is what this measures.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -52,7 +51,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import err, free_port, machine_info, normalize_rows, run_load
+from _common import err, free_port, machine_info, normalize_rows, run_load, write_json
 
 # Module level: FastAPI resolves the (string) annotations of the routes in these globals.
 from fastapi import Request, Response
@@ -304,8 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     render(report, Console(width=None if sys.stdout.isatty() else 140))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        write_json(args.json, report)
         err.print(f"wrote {args.json}")
     return 0
 

@@ -67,6 +67,7 @@ from _common import (
     make_sentences,
     progress,
     run_load,
+    write_json,
 )
 
 K = 10
@@ -832,8 +833,7 @@ def main(argv: list[str] | None = None) -> int:
     report["load_average_end"] = _loadavg()
     render(report, Console(width=None if sys.stdout.isatty() else 160))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        write_json(args.json, report)
         err.print(f"wrote {args.json}")
     return 0
 

@@ -69,6 +69,7 @@ from _common import (
     recall_at_k,
     rss_bytes,
     time_queries,
+    write_json,
 )
 
 ENGINES = ("engram", "chroma", "faiss")
@@ -882,8 +883,7 @@ def run_parent(args: argparse.Namespace) -> int:
     render(report, console)
     console.print(f"total wall time: {report['wall_seconds']:.0f} s")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        write_json(args.json, report)
         err.log(f"wrote {args.json}")
     return 0
 
