@@ -63,7 +63,7 @@ class StoreConfig:
     )
     exact_search_max_rows: int = field(
         default=2_048,
-        metadata={"help": "below this many rows (namespace or filter match) search is exact"},
+        metadata={"help": "filters matching at most this many rows are searched exactly"},
     )
     filtered_hnsw_min_selectivity: float = field(
         default=0.05,

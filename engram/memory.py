@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from engram.config import MODEL_VERSION
+from engram.config import DEFAULT_NAMESPACE, MODEL_VERSION
 from engram.embed import Embedder, get_embedder
-from engram.errors import EngramError, InvalidRequestError
+from engram.errors import EngramError, InvalidRequestError, NotFoundError
 from engram.records import QueryResult, Record, check_text
 from engram.store import Store
 
@@ -89,6 +89,11 @@ class Memory:
 
     def ingest(self, items: Sequence[IngestItem]) -> list[str | EngramError]:
         return self.commit(self.prepare(items))
+
+    def delete(self, cid: str, namespace: str | None) -> None:
+        """Delete a record, or raise :class:`NotFoundError` naming where it was looked for."""
+        if not self.store.delete(cid, namespace):
+            raise NotFoundError(f"no record {cid} in namespace {namespace or DEFAULT_NAMESPACE}")
 
     def embed_query(self, text: str) -> np.ndarray:
         check_text(text, self.store.limits, required=True)

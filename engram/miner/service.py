@@ -61,8 +61,7 @@ class MinerService:
         return results
 
     def delete(self, cid: str, namespace: str | None) -> None:
-        if not self.store.delete(cid, namespace):
-            raise NotFoundError(f"no record {cid} in namespace {namespace or 'default'}")
+        self.memory.delete(cid, namespace)
         self._tree = None
 
     # --- reads ---------------------------------------------------------------------------

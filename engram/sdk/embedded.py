@@ -10,7 +10,7 @@ import numpy as np
 
 from engram.config import Limits, StoreConfig, engram_home
 from engram.embed import Embedder
-from engram.errors import EngramError, NotFoundError
+from engram.errors import EngramError
 from engram.memory import IngestItem, Memory
 from engram.records import QueryResult, Record
 from engram.store import Store
@@ -47,8 +47,7 @@ class EmbeddedTransport:
         return self.store.get(cid, namespace)
 
     def delete(self, cid: str, namespace: str | None) -> None:
-        if not self.store.delete(cid, namespace):
-            raise NotFoundError(f"no record {cid} in namespace {namespace or 'default'}")
+        self.memory.delete(cid, namespace)
 
     def list(self, limit: int, offset: int, namespace: str | None) -> list[Record]:
         return self.store.list(namespace, limit, offset)

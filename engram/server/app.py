@@ -46,9 +46,13 @@ _ERROR_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _error_body(path: str, error: EngramError) -> dict[str, Any]:
+    """``{"error", "code"}`` plus the protocol fields this route's clients expect."""
+    return {**_ERROR_DEFAULTS.get(path, {}), **error.to_wire()}
+
+
 def error_response(request: Request, exc: EngramError) -> JSONResponse:
-    body = {**_ERROR_DEFAULTS.get(request.url.path, {}), **exc.to_wire()}
-    return JSONResponse(body, status_code=exc.status)
+    return JSONResponse(_error_body(request.url.path, exc), status_code=exc.status)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -147,9 +151,10 @@ def create_app(title: str, version: str, limits: Limits, **kwargs: Any) -> FastA
             )
         else:
             error = error_from_wire(exc.status_code, {"error": str(exc.detail)})
-        body = {**_ERROR_DEFAULTS.get(request.url.path, {}), **error.to_wire()}
         return JSONResponse(
-            body, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+            _error_body(request.url.path, error),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)
@@ -228,8 +233,9 @@ class _Edge:
 
     async def _too_large(self, scope: Any, receive: Any, send: Any) -> None:
         error = PayloadTooLargeError(f"request body is over the {self.max_bytes}-byte limit")
-        body = {**_ERROR_DEFAULTS.get(scope["path"], {}), **error.to_wire()}
-        await JSONResponse(body, status_code=error.status)(scope, receive, send)
+        await JSONResponse(_error_body(scope["path"], error), status_code=error.status)(
+            scope, receive, send
+        )
 
 
 def _replay(messages: list[Any], receive: Any) -> Any:
