@@ -26,6 +26,16 @@ def engram_home() -> Path:
     return Path(os.environ.get("ENGRAM_HOME") or Path.home() / ".engram").expanduser()
 
 
+def default_chain() -> str:
+    """The LocalChain file under ENGRAM_HOME: the chain used when none is named."""
+    return f"local:{engram_home() / 'chain.sqlite'}"
+
+
+def default_wallet_path() -> Path:
+    """Bittensor's own wallet folder, so keys made with ``btcli`` are found as they are."""
+    return Path.home() / ".bittensor" / "wallets"
+
+
 def engram_url() -> str | None:
     """The node the CLI talks to when ``--url`` is not given (``ENGRAM_URL``)."""
     return os.environ.get("ENGRAM_URL") or None
@@ -112,6 +122,116 @@ class MinerConfig:
     shutdown_grace_s: float = field(
         default=10.0, metadata={"help": "how long in-flight requests may finish on SIGTERM"}
     )
+    chain: str | None = field(
+        default=None,
+        metadata={"help": "chain to join (local:PATH); unset runs a standalone node"},
+    )
+    netuid: int = field(default=1, metadata={"help": "subnet to serve on"})
+    wallet: str = field(
+        default="default/default", metadata={"help": "wallet as NAME/HOTKEY (Bittensor layout)"}
+    )
+    wallet_path: Path = field(
+        default_factory=default_wallet_path, metadata={"help": "folder holding the wallets"}
+    )
+    external_ip: str = field(
+        default="127.0.0.1", metadata={"help": "address announced on chain for clients"}
+    )
+    accept_unrouted: bool = field(
+        default=False,
+        metadata={"help": "store writes even when routing sends their CID to other miners"},
+    )
+    sync_interval_s: float = field(
+        default=12.0,
+        metadata={"help": "how often the metagraph is re-read and the axon re-announced"},
+    )
+
+
+@dataclass(frozen=True)
+class ChainParams:
+    """A LocalChain subnet's hyperparameters, fixed when it is created."""
+
+    block_time_s: float = field(default=12.0, metadata={"help": "seconds per block"})
+    tempo: int = field(default=360, metadata={"help": "blocks between two consensus epochs"})
+    axon_ttl_blocks: int = field(
+        default=100,
+        metadata={"help": "blocks after its last announcement that a miner is still routed to"},
+    )
+    max_uids: int = field(default=256, metadata={"help": "neurons a subnet holds"})
+    min_validator_stake: float = field(
+        default=1_000.0, metadata={"help": "stake that earns a validator permit"}
+    )
+    emission_per_block: float = field(
+        default=1.0, metadata={"help": "emission shared by the miners each block"}
+    )
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """How a client reaches the whole network: routing, replication and scatter-gather."""
+
+    chain: str = field(default_factory=default_chain, metadata={"help": "chain (local:PATH)"})
+    netuid: int = field(default=1, metadata={"help": "subnet"})
+    replicas: int = field(default=3, metadata={"help": "miners that hold each CID (R)"})
+    write_quorum: int = field(default=2, metadata={"help": "acknowledgements a write needs"})
+    read_deadline_s: float = field(
+        default=3.0, metadata={"help": "how long a read waits for the slowest miner"}
+    )
+    write_timeout_s: float = field(default=30.0, metadata={"help": "per-replica write timeout"})
+    metagraph_ttl_s: float = field(
+        default=5.0, metadata={"help": "how long a metagraph snapshot is reused"}
+    )
+
+
+@dataclass(frozen=True)
+class ValidatorConfig:
+    """The validator: its ground truth, cadences and scoring."""
+
+    chain: str = field(default_factory=default_chain, metadata={"help": "chain (local:PATH)"})
+    netuid: int = field(default=1, metadata={"help": "subnet to validate"})
+    wallet: str = field(
+        default="default/default", metadata={"help": "wallet as NAME/HOTKEY (Bittensor layout)"}
+    )
+    wallet_path: Path = field(
+        default_factory=default_wallet_path, metadata={"help": "folder holding the wallets"}
+    )
+    home: Path = field(default_factory=engram_home, metadata={"help": "data directory"})
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    corpus_size: int = field(default=256, metadata={"help": "ground-truth records it writes"})
+    queries_per_miner: int = field(default=8, metadata={"help": "recall queries per round"})
+    challenges_per_miner: int = field(
+        default=5, metadata={"help": "HMAC challenges per miner per challenge round"}
+    )
+    audits_per_miner: int = field(
+        default=2, metadata={"help": "inventory audits per miner per challenge round"}
+    )
+    score_interval_s: float = field(default=120.0, metadata={"help": "scoring round cadence"})
+    challenge_interval_s: float = field(
+        default=300.0, metadata={"help": "challenge round cadence"}
+    )
+    weights_interval_s: float = field(default=600.0, metadata={"help": "set_weights cadence"})
+    repair_interval_s: float = field(default=300.0, metadata={"help": "replica repair cadence"})
+    request_timeout_s: float = field(
+        default=2.0, metadata={"help": "deadline of one query to one miner"}
+    )
+    challenge_deadline_s: float = field(
+        default=2.0, metadata={"help": "how long a miner has to answer a challenge"}
+    )
+    ema_alpha: float = field(default=0.1, metadata={"help": "weight of a new score in the EMA"})
+    proof_window: int = field(
+        default=50, metadata={"help": "challenges per miner the proof rate is taken over"}
+    )
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The gateway: the miner protocol in front of the whole network."""
+
+    host: str = field(default="0.0.0.0", metadata={"help": "address to listen on"})
+    port: int = field(default=8090, metadata={"help": "TCP port"})
+    chain: str = field(default_factory=default_chain, metadata={"help": "chain (local:PATH)"})
+    netuid: int = field(default=1, metadata={"help": "subnet"})
+    home: Path = field(default_factory=engram_home, metadata={"help": "data directory"})
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 
 
 _ENV_PREFIX = "ENGRAM_"
@@ -124,10 +244,14 @@ def _coerce(value: str, typ: Any, name: str, problems: list[str]) -> Any:
             return int(value)
         if typ in (float, "float"):
             return float(value)
+        if typ in (bool, "bool"):
+            return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}[
+                value.strip().lower()
+            ]
         if typ in (Path, "Path"):
             return Path(value).expanduser()
         return value
-    except ValueError:
+    except (ValueError, KeyError):
         problems.append(f"{name}={value!r} is not a valid {typ}")
         return None
 

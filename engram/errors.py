@@ -10,11 +10,13 @@ the same class (:func:`error_from_wire`)::
     │   ├── InvalidCIDError          400 invalid_cid
     │   ├── InvalidFilterError       400 invalid_filter
     │   ├── ChallengeExpiredError    400 challenge_expired
+    │   ├── ChainError               400 chain_error        (not registered, no permit, ...)
     │   ├── RouteNotFoundError       404 no_such_route      (a wrong URL, not a missing record)
     │   └── MethodNotAllowedError    405 method_not_allowed
     ├── UnauthorizedError            401 unauthorized
     ├── ForbiddenError               403 forbidden
     ├── NotFoundError                404 not_found
+    ├── NotAReplicaError             421 not_a_replica      (routing sends this CID elsewhere)
     ├── PayloadTooLargeError         413 payload_too_large
     ├── CIDMismatchError             422 cid_mismatch
     ├── ProofError                   422 proof_failed
@@ -22,7 +24,9 @@ the same class (:func:`error_from_wire`)::
     ├── StorageError                 500 storage_error
     └── UpstreamError                502 upstream_error
         ├── UnavailableError         503 unavailable
-        │   └── EmbedderUnavailableError 503 embedder_unavailable
+        │   ├── EmbedderUnavailableError 503 embedder_unavailable
+        │   ├── ChainUnavailableError    503 chain_unavailable
+        │   └── QuorumError              503 quorum_not_met
         └── UpstreamTimeoutError     504 upstream_timeout
 """
 
@@ -66,6 +70,10 @@ class ChallengeExpiredError(InvalidRequestError):
     code = "challenge_expired"
 
 
+class ChainError(InvalidRequestError):
+    code = "chain_error"
+
+
 class RouteNotFoundError(InvalidRequestError):
     code = "no_such_route"
     status = 404
@@ -89,6 +97,11 @@ class ForbiddenError(EngramError):
 class NotFoundError(EngramError):
     code = "not_found"
     status = 404
+
+
+class NotAReplicaError(EngramError):
+    code = "not_a_replica"
+    status = 421
 
 
 class PayloadTooLargeError(EngramError):
@@ -128,6 +141,14 @@ class UnavailableError(UpstreamError):
 
 class EmbedderUnavailableError(UnavailableError):
     code = "embedder_unavailable"
+
+
+class ChainUnavailableError(UnavailableError):
+    code = "chain_unavailable"
+
+
+class QuorumError(UnavailableError):
+    code = "quorum_not_met"
 
 
 class UpstreamTimeoutError(UpstreamError):

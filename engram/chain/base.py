@@ -1,0 +1,90 @@
+"""What Engram needs from a chain, whichever chain it is.
+
+Neurons, axons, stake, weights and the consensus outcome (incentive,
+emission), as Bittensor's metagraph describes them. :class:`Chain` is the
+interface; :mod:`engram.chain.local` implements it in one SQLite file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Neuron:
+    """One registered hotkey on a subnet."""
+
+    uid: int
+    hotkey: str
+    coldkey: str
+    stake: float
+    validator_permit: bool
+    ip: str | None = None
+    port: int | None = None
+    axon_block: int | None = None  # block of the last ``serve_axon`` (a miner's heartbeat)
+    incentive: float = 0.0
+    emission: float = 0.0
+    registered_block: int = 0
+
+    @property
+    def axon_url(self) -> str | None:
+        if self.ip is None or self.port is None:
+            return None
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Metagraph:
+    """A snapshot of one subnet at ``block``."""
+
+    netuid: int
+    block: int
+    neurons: tuple[Neuron, ...]
+    tempo: int
+    axon_ttl_blocks: int
+    weights: Mapping[int, Mapping[int, float]] = field(default_factory=dict)  # validator → miner
+
+    def serving(self) -> list[Neuron]:
+        """Miners routed to: an announced axon, refreshed within ``axon_ttl_blocks``."""
+        return [
+            n
+            for n in self.neurons
+            if n.axon_url is not None
+            and n.axon_block is not None
+            and self.block - n.axon_block <= self.axon_ttl_blocks
+        ]
+
+    def by_hotkey(self, hotkey: str) -> Neuron | None:
+        return next((n for n in self.neurons if n.hotkey == hotkey), None)
+
+    def by_uid(self, uid: int) -> Neuron | None:
+        return next((n for n in self.neurons if n.uid == uid), None)
+
+
+class Chain(Protocol):
+    """The chain operations a miner, validator, gateway and client use."""
+
+    url: str
+
+    def block(self) -> int: ...
+
+    def metagraph(self, netuid: int) -> Metagraph: ...
+
+    def register(self, netuid: int, hotkey: str, coldkey: str, stake: float = 0.0) -> int:
+        """Register ``hotkey`` (idempotent) and return its uid."""
+        ...
+
+    def serve_axon(self, netuid: int, hotkey: str, ip: str, port: int) -> None:
+        """Announce (or refresh) where a registered hotkey serves."""
+        ...
+
+    def set_weights(
+        self, netuid: int, hotkey: str, uids: Sequence[int], weights: Sequence[float]
+    ) -> None:
+        """A validator's weights; needs a validator permit."""
+        ...
+
+    def close(self) -> None: ...
