@@ -205,9 +205,7 @@ class ValidatorConfig:
         default=2, metadata={"help": "inventory audits per miner per challenge round"}
     )
     score_interval_s: float = field(default=120.0, metadata={"help": "scoring round cadence"})
-    challenge_interval_s: float = field(
-        default=300.0, metadata={"help": "challenge round cadence"}
-    )
+    challenge_interval_s: float = field(default=300.0, metadata={"help": "challenge round cadence"})
     weights_interval_s: float = field(default=600.0, metadata={"help": "set_weights cadence"})
     repair_interval_s: float = field(default=300.0, metadata={"help": "replica repair cadence"})
     request_timeout_s: float = field(
@@ -220,6 +218,8 @@ class ValidatorConfig:
     proof_window: int = field(
         default=50, metadata={"help": "challenges per miner the proof rate is taken over"}
     )
+    host: str = field(default="127.0.0.1", metadata={"help": "address of the status API"})
+    port: int = field(default=8092, metadata={"help": "TCP port of the status API (/api/scores)"})
 
 
 @dataclass(frozen=True)
@@ -232,6 +232,9 @@ class GatewayConfig:
     netuid: int = field(default=1, metadata={"help": "subnet"})
     home: Path = field(default_factory=engram_home, metadata={"help": "data directory"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    validator_url: str | None = field(
+        default=None, metadata={"help": "a validator's HTTP address, for scores in /api/network"}
+    )
 
 
 _ENV_PREFIX = "ENGRAM_"

@@ -6,13 +6,13 @@ validated and stored the same way wherever it arrives.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from engram.config import DEFAULT_NAMESPACE, MODEL_VERSION
+from engram.config import DEFAULT_NAMESPACE, MODEL_VERSION, Limits
 from engram.embed import Embedder, get_embedder
 from engram.errors import EngramError, InvalidRequestError, NotFoundError
 from engram.records import QueryResult, Record, check_text
@@ -50,36 +50,7 @@ class Memory:
 
     def prepare(self, items: Sequence[IngestItem]) -> list[Record | EngramError]:
         """Embed texts (one batch) and build each record; a bad item yields its error."""
-        out: list[Record | EngramError | None] = [None] * len(items)
-        to_embed: list[int] = []
-        for i, item in enumerate(items):
-            if item.embedding is not None:
-                continue
-            try:
-                check_text(item.text, self.store.limits, required=True)
-                if item.model_version != MODEL_VERSION:
-                    raise InvalidRequestError(
-                        f"text is embedded with model {MODEL_VERSION}; send raw_embedding "
-                        f"for model_version {item.model_version!r}"
-                    )
-                to_embed.append(i)
-            except EngramError as exc:
-                out[i] = exc
-        vectors: dict[int, np.ndarray] = {}
-        if to_embed:
-            encoded = self.embedder.encode([items[i].text or "" for i in to_embed])
-            vectors = dict(zip(to_embed, encoded, strict=True))
-        for i, item in enumerate(items):
-            if out[i] is not None:
-                continue
-            try:
-                vector = vectors[i] if item.embedding is None else item.embedding
-                out[i] = self.store.record(
-                    vector, item.metadata, item.text, item.namespace, item.model_version
-                )
-            except EngramError as exc:
-                out[i] = exc
-        return [o for o in out if o is not None]
+        return prepare_records(items, lambda: self.embedder, self.store.record, self.store.limits)
 
     def commit(self, prepared: Sequence[Record | EngramError]) -> list[str | EngramError]:
         """Store the prepared records in one transaction; errors pass through in place."""
@@ -114,3 +85,46 @@ class Memory:
         if vector is None:
             vector = self.embed_query(text or "")
         return self.store.search(vector, top_k, filter, namespace, include_embedding)
+
+
+def prepare_records(
+    items: Sequence[IngestItem],
+    embedder: Callable[[], Embedder],
+    build: Callable[..., Record],
+    limits: Limits,
+) -> list[Record | EngramError]:
+    """Embed every text of ``items`` in one batch, then ``build`` each record.
+
+    A bad item yields its error in place. ``embedder`` is called only when
+    some item has text to embed, so vector-only work never loads the model.
+    The embedded store, the miner and the network client all prepare here, so
+    a text gets the same vector, and the same CID, in every mode.
+    """
+    out: list[Record | EngramError | None] = [None] * len(items)
+    to_embed: list[int] = []
+    for i, item in enumerate(items):
+        if item.embedding is not None:
+            continue
+        try:
+            check_text(item.text, limits, required=True)
+            if item.model_version != MODEL_VERSION:
+                raise InvalidRequestError(
+                    f"text is embedded with model {MODEL_VERSION}; send raw_embedding "
+                    f"for model_version {item.model_version!r}"
+                )
+            to_embed.append(i)
+        except EngramError as exc:
+            out[i] = exc
+    vectors: dict[int, np.ndarray] = {}
+    if to_embed:
+        encoded = embedder().encode([items[i].text or "" for i in to_embed])
+        vectors = dict(zip(to_embed, encoded, strict=True))
+    for i, item in enumerate(items):
+        if out[i] is not None:
+            continue
+        try:
+            vector = vectors[i] if item.embedding is None else item.embedding
+            out[i] = build(vector, item.metadata, item.text, item.namespace, item.model_version)
+        except EngramError as exc:
+            out[i] = exc
+    return [o for o in out if o is not None]

@@ -188,7 +188,13 @@ class MerkleTree:
     def prove(self, cid: str) -> InclusionProof:
         if cid not in self._position:
             raise NotFoundError(f"{cid} is not in this inventory")
-        index = position = self._position[cid]
+        return self.prove_at(self._position[cid])
+
+    def prove_at(self, index: int) -> InclusionProof:
+        """The proof for the ``index``-th CID: auditors sample a miner's inventory this way."""
+        if not 0 <= index < len(self.cids):
+            raise NotFoundError(f"inventory index {index} is outside 0..{len(self.cids) - 1}")
+        cid, position = self.cids[index], index
         siblings: list[tuple[str, str]] = []
         for level in self._levels[:-1]:
             sibling = position ^ 1

@@ -33,6 +33,7 @@ class IngestRequest(_Wire):
 class IngestResponse(_Wire):
     cid: str | None = None
     error: str | None = None
+    replicas: list[str] | None = None  # a gateway: hotkeys of the miners that acknowledged
 
 
 class BatchIngestRequest(_Wire):
@@ -42,6 +43,7 @@ class BatchIngestRequest(_Wire):
 class BatchIngestResponse(_Wire):
     cids: list[str | None]
     errors: list[str | None]
+    replicas: list[list[str]] | None = None  # a gateway: per item, the miners that acknowledged
 
 
 class QueryRequest(_Wire):

@@ -25,6 +25,7 @@ from engram.config import Limits, MinerConfig, StoreConfig
 from engram.embed import Embedder
 from engram.errors import EngramError, UnavailableError
 from engram.memory import Memory
+from engram.miner.axon import Axon, join_subnet
 from engram.miner.service import MinerService, item_from_request
 from engram.proofs import Challenge
 from engram.protocol import (
@@ -90,21 +91,30 @@ def create_miner_app(
     store_config: StoreConfig | None = None,
     limits: Limits | None = None,
     embedder: Embedder | None = None,
+    axon: Axon | None = None,
 ) -> FastAPI:
-    """The miner app over a store under ``config.home``; opened and closed with the app."""
+    """The miner app over a store under ``config.home``; opened and closed with the app.
+
+    With an ``axon`` it serves on a subnet: it keeps re-announcing itself and
+    refuses writes routed to other miners unless ``config.accept_unrouted``.
+    """
     config = config or MinerConfig()
     limits = limits or Limits()
+    route = axon.route if axon is not None and not config.accept_unrouted else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store(config.home, config=store_config, limits=limits)
-        runtime = _Runtime(MinerService(Memory(store, embedder)), config.reader_threads)
+        runtime = _Runtime(MinerService(Memory(store, embedder), route), config.reader_threads)
         app.state.runtime = runtime
         runtime.readers.submit(runtime.warm_up)
+        heartbeat = asyncio.create_task(axon.keep_announced()) if axon is not None else None
         log.info("miner ready", extra={"home": str(config.home), "records": store.count()})
         try:
             yield
         finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
             runtime.close()
             log.info("miner stopped; store closed")
 
@@ -232,6 +242,11 @@ def create_miner_app(
         root, proof = await rt(request).read(rt(request).service.prove, cid)
         return {**proof.to_dict(), "root": root}
 
+    @app.get("/inventory/{index}", response_model=InclusionProofOut)
+    async def inventory(index: int, request: Request) -> dict[str, Any]:
+        root, proof = await rt(request).read(rt(request).service.prove_at, index)
+        return {**proof.to_dict(), "root": root}
+
     @app.get("/health", response_model=HealthResponse)
     async def health(request: Request, response: Response) -> dict[str, Any]:
         runtime = rt(request)
@@ -261,7 +276,18 @@ def create_miner_app(
 def serve_miner(config: MinerConfig, store_config: StoreConfig | None = None) -> None:
     """Run the miner until SIGINT/SIGTERM; in-flight requests finish, then the store closes."""
     configure_logging(config.log_level)
-    app = create_miner_app(config, store_config)
+    axon = join_subnet(config) if config.chain else None
+    if axon is not None:
+        log.info(
+            "serving on subnet",
+            extra={
+                "chain": config.chain,
+                "netuid": config.netuid,
+                "uid": axon.uid,
+                "hotkey": axon.hotkey,
+            },
+        )
+    app = create_miner_app(config, store_config, axon=axon)
     uvicorn.run(
         app,
         host=config.host,

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from engram import __version__
-from engram.errors import InvalidRequestError, NotFoundError
+from engram.errors import InvalidRequestError, NotAReplicaError, NotFoundError
 from engram.memory import IngestItem, Memory
+from engram.network.routing import RouteCheck
 from engram.proofs import Challenge, ChallengeResponse, InclusionProof, MerkleTree, respond
 from engram.protocol import IngestRequest
 from engram.records import QueryResult, Record
@@ -38,8 +39,9 @@ def item_from_request(req: IngestRequest) -> IngestItem:
 class MinerService:
     """A store, the canonical embedder, proofs and the numbers ``/stats`` reports."""
 
-    def __init__(self, memory: Memory) -> None:
+    def __init__(self, memory: Memory, route: RouteCheck | None = None) -> None:
         self.memory = memory
+        self.route = route  # None: a standalone node stores whatever it is sent
         self.store = memory.store
         self.started = time.monotonic()
         self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
@@ -51,8 +53,25 @@ class MinerService:
     # --- writes (one writer thread) ------------------------------------------------------
 
     def prepare(self, items: Sequence[IngestItem]) -> list[Record | Exception]:
-        """Embed and validate; CPU-bound, so it runs on the reader pool, not the writer."""
-        return list(self.memory.prepare(items))
+        """Embed and validate; CPU-bound, so it runs on the reader pool, not the writer.
+
+        On a subnet, a record whose CID routing sends to other miners is
+        refused, so a miner cannot be filled with data it is not paid to hold.
+        """
+        prepared: list[Record | Exception] = list(self.memory.prepare(items))
+        if self.route is None:
+            return prepared
+        return [
+            p if not isinstance(p, Record) or self.route.accepts(p.cid) else self._misrouted(p)
+            for p in prepared
+        ]
+
+    def _misrouted(self, record: Record) -> NotAReplicaError:
+        holders = ", ".join(n.hotkey for n in self.route.replicas(record.cid)) if self.route else ""
+        return NotAReplicaError(
+            f"{record.cid} is routed to the miners {holders}, not to this one; "
+            "write through the network client or a gateway"
+        )
 
     def commit(self, prepared: Sequence[Record | Exception]) -> list[str | Exception]:
         results = list(self.memory.commit(prepared))  # type: ignore[arg-type]
@@ -104,6 +123,10 @@ class MinerService:
     def prove(self, cid: str) -> tuple[str, InclusionProof]:
         tree = self.inventory()
         return tree.root, tree.prove(cid)
+
+    def prove_at(self, index: int) -> tuple[str, InclusionProof]:
+        tree = self.inventory()
+        return tree.root, tree.prove_at(index)
 
     def stats(self) -> dict[str, Any]:
         with self._stats_lock:

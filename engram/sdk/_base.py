@@ -34,9 +34,15 @@ from urllib.parse import quote, urlsplit
 import httpx
 import numpy as np
 
-from engram import __version__
 from engram.cid import metadata_bytes, parse_cid, vector_bytes
-from engram.config import DEFAULT_NAMESPACE, MODEL_VERSION, ClientConfig, Limits, load_config
+from engram.config import (
+    DEFAULT_NAMESPACE,
+    MODEL_VERSION,
+    ClientConfig,
+    Limits,
+    NetworkConfig,
+    load_config,
+)
 from engram.errors import (
     EngramError,
     InvalidRequestError,
@@ -187,15 +193,19 @@ def _query_vector(vector: Any) -> list[float]:
 
 @dataclass(frozen=True)
 class Target:
-    """Where a client's calls go: a node's base URL, or an embedded store (``path``)."""
+    """Where a client's calls go: a node's base URL, the network, or an embedded store."""
 
     url: str | None = None
     path: Path | None = None
     embedder: Embedder | None = None
     config: ClientConfig = field(default_factory=ClientConfig)
+    network: NetworkConfig | None = None
+    verify: bool = False  # network mode: check every returned record against its CID
 
     @property
     def where(self) -> str:
+        if self.network is not None:
+            return f"chain={self.network.chain}, netuid={self.network.netuid}"
         return self.url or f"path={self.path or 'ENGRAM_HOME'}"
 
 
@@ -253,6 +263,36 @@ def choose_target(
             "embedder applies to the embedded mode only: a node embeds text with its own model"
         )
     return Target(url=check_url(url), config=config)
+
+
+def network_target(
+    chain: str | None,
+    netuid: int | None,
+    *,
+    embedder: Embedder | None,
+    verify: bool,
+    replicas: int | None,
+    write_quorum: int | None,
+    read_deadline_s: float | None,
+) -> Target:
+    """The network mode's target; the chain defaults to the LocalChain under ENGRAM_HOME."""
+    config = load_config(
+        NetworkConfig,
+        chain=chain,
+        netuid=netuid,
+        replicas=replicas,
+        write_quorum=write_quorum,
+        read_deadline_s=read_deadline_s,
+    )
+    _check_number("netuid", config.netuid, integer=True)
+    _check_number("replicas", config.replicas, positive=True, integer=True)
+    _check_number("write_quorum", config.write_quorum, positive=True, integer=True)
+    _check_number("read_deadline_s", config.read_deadline_s, positive=True)
+    if config.write_quorum > config.replicas:
+        raise InvalidRequestError(
+            f"write_quorum ({config.write_quorum}) cannot exceed replicas ({config.replicas})"
+        )
+    return Target(embedder=embedder, network=config, verify=bool(verify))
 
 
 @dataclass(frozen=True)
@@ -541,14 +581,7 @@ class Health(Call[dict[str, Any]]):
         return {"mode": "http", **body}
 
     def local(self, store: EmbeddedTransport) -> dict[str, Any]:
-        return {
-            "mode": "embedded",
-            "status": "ok",
-            "ready": True,
-            "store": True,
-            "model": store.memory.embedder_loaded,  # loaded on first text, not before
-            "version": __version__,
-        }
+        return store.health()
 
 
 # --- HTTP exchange: retries and error mapping ----------------------------------------------

@@ -14,6 +14,7 @@ import numpy as np
 
 from engram.embed import Embedder
 from engram.memory import IngestItem
+from engram.network.client import ReadReport, WriteReport
 from engram.records import QueryResult, Record
 from engram.sdk._base import (
     FILE_BATCH_ITEMS,
@@ -21,7 +22,9 @@ from engram.sdk._base import (
     ClientCore,
     FileIngestReport,
     Plan,
+    Target,
     choose_target,
+    network_target,
     run_async,
 )
 from engram.sdk.transports import JsonlFile, open_async_transport
@@ -47,7 +50,7 @@ class AsyncEngramClient:
         retries: int | None = None,
         backoff_s: float | None = None,
     ) -> None:
-        self.target = choose_target(
+        target = choose_target(
             url,
             path=path,
             embedder=embedder,
@@ -55,8 +58,52 @@ class AsyncEngramClient:
             retries=retries,
             backoff_s=backoff_s,
         )
-        self._transport = open_async_transport(self.target)
+        self._open(target, namespace)
+
+    def _open(self, target: Target, namespace: str | None) -> None:
+        self.target = target
+        self._transport = open_async_transport(target)
         self._core = ClientCore(namespace, self._transport.limits)
+
+    @classmethod
+    def from_network(
+        cls,
+        chain: str | None = None,
+        netuid: int | None = None,
+        *,
+        namespace: str | None = None,
+        embedder: Embedder | None = None,
+        verify: bool = False,
+        replicas: int | None = None,
+        write_quorum: int | None = None,
+        read_deadline_s: float | None = None,
+    ) -> AsyncEngramClient:
+        """The whole network of ``chain`` (default: the LocalChain under ENGRAM_HOME).
+
+        Text is embedded here, once, and the same vector is written to the
+        CID's R replicas (default 3) with a write quorum (default 2); reads ask
+        every serving miner and merge. ``verify=True`` checks every returned
+        record against its CID. :attr:`network_report` tells which replicas
+        answered the last call.
+        """
+        client = cls.__new__(cls)
+        target = network_target(
+            chain,
+            netuid,
+            embedder=embedder,
+            verify=verify,
+            replicas=replicas,
+            write_quorum=write_quorum,
+            read_deadline_s=read_deadline_s,
+        )
+        client._open(target, namespace)
+        return client
+
+    @property
+    def network_report(self) -> list[WriteReport] | ReadReport | None:
+        """Network mode: the last write's reports (one per record: replicas, acked, failed) or
+        the last read's (miners that answered, and why others did not); else ``None``."""
+        return getattr(self._transport, "report", None)
 
     @property
     def namespace(self) -> str | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from engram import __version__
 from engram.config import Limits, StoreConfig, engram_home
 from engram.embed import Embedder
 from engram.errors import EngramError
@@ -62,6 +63,16 @@ class EmbeddedTransport:
             "records": self.store.count(),
             "namespaces": self.store.namespaces(),
             "index": self.store.stats(),
+        }
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "mode": "embedded",
+            "status": "ok",
+            "ready": True,
+            "store": True,
+            "model": self.memory.embedder_loaded,  # loaded on first text, not before
+            "version": __version__,
         }
 
     def close(self) -> None:

@@ -20,6 +20,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from engram import __version__
 from engram.errors import InvalidRequestError
+from engram.network.client import ReadReport, WriteReport
+from engram.network.miners import perform_async
 from engram.sdk._base import (
     HTTP_BATCH_LIMITS,
     BatchLimits,
@@ -33,6 +35,7 @@ from engram.sdk._base import (
     run_sync,
 )
 from engram.sdk.embedded import EmbeddedTransport
+from engram.sdk.network import NetworkBackend
 
 T = TypeVar("T")
 _HEADERS = {"user-agent": f"engram-sdk/{__version__}", "accept": "application/json"}
@@ -71,6 +74,36 @@ class AsyncLocalTransport:
         return await asyncio.to_thread(call.local, self.store)
 
     async def close(self) -> None:
+        await asyncio.to_thread(self.store.close)
+
+
+class NetworkTransport:
+    """The whole network: routing, replication and scatter-gather (DESIGN §6)."""
+
+    limits = HTTP_BATCH_LIMITS  # every replica is a node with a node's limits
+
+    def __init__(self, target: Target) -> None:
+        assert target.network is not None
+        self.store = NetworkBackend(target.network, target.embedder, target.verify)
+
+    @property
+    def report(self) -> list[WriteReport] | ReadReport | None:
+        return self.store.report
+
+    def execute(self, call: Call[T]) -> T:
+        return call.local(self.store)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class AsyncNetworkTransport(NetworkTransport):
+    """The network from async code; the backend runs on its own event loop thread."""
+
+    async def execute(self, call: Call[T]) -> T:  # type: ignore[override]
+        return await asyncio.to_thread(call.local, self.store)  # type: ignore[arg-type]
+
+    async def close(self) -> None:  # type: ignore[override]
         await asyncio.to_thread(self.store.close)
 
 
@@ -121,30 +154,23 @@ class AsyncHttpTransport:
         return await run_async(exchange(call, self.url, self.config), self._perform)
 
     async def _perform(self, step: HttpRequest | Sleep) -> HttpReply | Exception | None:
-        if isinstance(step, Sleep):
-            await asyncio.sleep(step.seconds)
-            return None
-        try:
-            response = await self._http.request(
-                step.method,
-                step.path,
-                params=step.params,
-                content=step.body,
-                headers=_JSON if step.body is not None else None,
-            )
-        except httpx.TransportError as exc:
-            return exc
-        return HttpReply(response.status_code, response.content)
+        return await perform_async(self._http, step)
 
     async def close(self) -> None:
         await self._http.aclose()
 
 
-def open_transport(target: Target) -> LocalTransport | HttpTransport:
+def open_transport(target: Target) -> LocalTransport | HttpTransport | NetworkTransport:
+    if target.network is not None:
+        return NetworkTransport(target)
     return LocalTransport(target) if target.url is None else HttpTransport(target)
 
 
-def open_async_transport(target: Target) -> AsyncLocalTransport | AsyncHttpTransport:
+def open_async_transport(
+    target: Target,
+) -> AsyncLocalTransport | AsyncHttpTransport | AsyncNetworkTransport:
+    if target.network is not None:
+        return AsyncNetworkTransport(target)
     return AsyncLocalTransport(target) if target.url is None else AsyncHttpTransport(target)
 
 

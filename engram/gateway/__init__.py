@@ -1,0 +1,1 @@
+"""The gateway: the miner protocol in front of the whole network."""

@@ -1,0 +1,429 @@
+"""The whole network as one store: replicated writes, scatter-gather reads (DESIGN §6).
+
+Text is embedded once, here, and the same vector goes to every replica, so
+all R copies are bit-identical and share one CID. A write succeeds when a
+quorum of its replicas acknowledged it; a read asks every serving miner under
+one deadline, so a dead or slow miner costs at most that deadline and never
+the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+from engram import __version__
+from engram.chain.base import Chain, Metagraph, Neuron
+from engram.cid import generate_cid, verify_cid
+from engram.config import (
+    DEFAULT_NAMESPACE,
+    EMBEDDING_DIM,
+    MODEL_VERSION,
+    ClientConfig,
+    Limits,
+    NetworkConfig,
+)
+from engram.embed import Embedder, get_embedder
+from engram.errors import (
+    ChainUnavailableError,
+    EngramError,
+    NotFoundError,
+    UnavailableError,
+)
+from engram.memory import IngestItem, prepare_records
+from engram.network.miners import call_node, store_records
+from engram.network.routing import closest
+from engram.records import QueryResult, Record, check_text, make_record
+from engram.sdk._base import (
+    HTTP_BATCH_LIMITS,
+    Delete,
+    Get,
+    ListRecords,
+    Query,
+    Stats,
+    split_batch,
+)
+
+log = logging.getLogger("engram.network")
+T = TypeVar("T")
+_PAGE = Limits().max_list_limit
+
+
+@dataclass(frozen=True)
+class WriteReport:
+    """One record's write: which replicas stored it and why the others did not."""
+
+    cid: str | None
+    replicas: tuple[str, ...] = ()  # hotkeys routing chose, primary first
+    acked: tuple[str, ...] = ()
+    failed: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None  # the item was invalid, or the quorum was not met
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class ReadReport:
+    """Which miners answered a read, and what went wrong with the others."""
+
+    answered: tuple[str, ...] = ()
+    failed: Mapping[str, str] = field(default_factory=dict)
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, EngramError) else repr(exc)
+
+
+class Network:
+    """Routing, replication and scatter-gather over the miners a chain lists."""
+
+    def __init__(
+        self,
+        chain: Chain,
+        config: NetworkConfig | None = None,
+        *,
+        embedder: Embedder | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.chain = chain
+        self.config = config or NetworkConfig(chain=chain.url)
+        self._embedder = embedder
+        self._http = http or httpx.AsyncClient(headers={"user-agent": f"engram/{__version__}"})
+        self._owns_http = http is None
+        # Reads give up at the deadline rather than retrying; writes retry a little.
+        self._read = ClientConfig(timeout_s=self.config.read_deadline_s, retries=0, backoff_s=0)
+        self._write = ClientConfig(timeout_s=self.config.write_timeout_s, retries=2, backoff_s=0.2)
+        self._metagraph: Metagraph | None = None
+        self._fetched = 0.0
+        self.limits = Limits()
+
+    # --- the metagraph ---------------------------------------------------------------------
+
+    async def metagraph(self, refresh: bool = False) -> Metagraph:
+        """The subnet, re-read at most every ``metagraph_ttl_s``; the last one if the chain is down."""
+        fresh = time.monotonic() - self._fetched < self.config.metagraph_ttl_s
+        if self._metagraph is not None and fresh and not refresh:
+            return self._metagraph
+        try:
+            self._metagraph = await asyncio.to_thread(self.chain.metagraph, self.config.netuid)
+        except EngramError as exc:
+            if self._metagraph is None:
+                raise ChainUnavailableError(
+                    f"cannot read subnet {self.config.netuid} of {self.chain.url}: {exc.message}"
+                ) from exc
+            log.warning("chain unreachable, routing on the last metagraph: %s", exc.message)
+        self._fetched = time.monotonic()
+        return self._metagraph
+
+    async def miners(self) -> list[Neuron]:
+        """Serving miners; an error that says so when there are none."""
+        serving = (await self.metagraph()).serving()
+        if not serving:
+            raise UnavailableError(
+                f"no miner is serving on subnet {self.config.netuid} of {self.chain.url}; "
+                "start one with `engram miner --chain ...` or run `engram localnet`"
+            )
+        return serving
+
+    async def replicas(self, cid: str) -> list[Neuron]:
+        return closest(cid, await self.miners(), self.config.replicas)
+
+    # --- writes ----------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = get_embedder()
+        return self._embedder
+
+    def prepare(self, items: Sequence[IngestItem]) -> list[Record | EngramError]:
+        """Embed texts once and build the records every replica will store (CPU-bound)."""
+
+        def build(
+            vector: Any, metadata: Any, text: Any, namespace: Any, model_version: str
+        ) -> Record:
+            return make_record(
+                vector,
+                metadata,
+                text,
+                namespace,
+                dim=EMBEDDING_DIM,
+                limits=self.limits,
+                model_version=model_version,
+            )
+
+        return prepare_records(items, lambda: self.embedder, build, self.limits)
+
+    async def ingest(self, items: Sequence[IngestItem]) -> list[WriteReport | EngramError]:
+        """Embed once, write everywhere: a report per valid item, the error of an invalid one."""
+        prepared = await asyncio.to_thread(self.prepare, items)
+        reports = iter(await self.write([p for p in prepared if isinstance(p, Record)]))
+        return [next(reports) if isinstance(p, Record) else p for p in prepared]
+
+    async def write(self, records: Sequence[Record]) -> list[WriteReport]:
+        """Store each record on its R replicas at once; ok at the write quorum."""
+        if not records:
+            return []
+        miners = await self.miners()
+        routes = [closest(r.cid, miners, self.config.replicas) for r in records]
+        by_miner: dict[str, list[int]] = {}
+        neurons = {n.hotkey: n for n in miners}
+        for i, route in enumerate(routes):
+            for n in route:
+                by_miner.setdefault(n.hotkey, []).append(i)
+        answers = await asyncio.gather(
+            *(self.put(neurons[h], [records[i] for i in idx]) for h, idx in by_miner.items())
+        )
+        acked: list[list[str]] = [[] for _ in records]
+        failed: list[dict[str, str]] = [{} for _ in records]
+        for (hotkey, idx), outcomes in zip(by_miner.items(), answers, strict=True):
+            for i, (cid, error) in zip(idx, outcomes, strict=True):
+                if cid == records[i].cid:
+                    acked[i].append(hotkey)
+                else:
+                    failed[i][hotkey] = error or f"stored it under {cid}, not {records[i].cid}"
+        reports = []
+        for i, record in enumerate(records):
+            replicas = tuple(n.hotkey for n in routes[i])
+            quorum = min(self.config.write_quorum, len(replicas))
+            ok = len(acked[i]) >= quorum
+            error = None
+            if not ok:
+                error = (
+                    f"write quorum not met: {len(acked[i])} of {len(replicas)} replicas "
+                    f"acknowledged, {quorum} needed ({'; '.join(failed[i].values())})"
+                )
+            reports.append(
+                WriteReport(record.cid, replicas, tuple(acked[i]), dict(failed[i]), error)
+            )
+        return reports
+
+    async def put(self, miner: Neuron, records: Sequence[Record]) -> list[tuple[str | None, str]]:
+        """Store exactly these records on one miner; (cid, error) per record, never raises."""
+        outcomes: list[tuple[str | None, str]] = [(None, "not sent")] * len(records)
+        chunks, rejected = split_batch(store_records(records).items, HTTP_BATCH_LIMITS)
+        for i, error in rejected:
+            outcomes[i] = (None, error)
+        for indices, call in chunks:
+            try:
+                answer = await call_node(self._http, str(miner.axon_url), call, self._write)
+            except EngramError as exc:
+                answer = [(None, _reason(exc))] * len(indices)
+            for i, (cid, error) in zip(indices, answer, strict=True):
+                outcomes[i] = (cid, error or "")
+        return outcomes
+
+    async def delete(self, cid: str, namespace: str | None) -> ReadReport:
+        """Delete from every miner that holds it (replicas and any repaired copy)."""
+        report, answers = await self._scatter(await self.miners(), Delete(cid, namespace))
+        if any(not isinstance(a, BaseException) for a in answers.values()):
+            return report
+        if report.failed:
+            _raise_client_error(answers)
+            raise UnavailableError(f"no miner could delete {cid}: {report.failed}")
+        raise NotFoundError(f"no record {cid} in namespace {namespace or DEFAULT_NAMESPACE}")
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def _scatter(
+        self, miners: Sequence[Neuron], call: Any, deadline_s: float | None = None
+    ) -> tuple[ReadReport, dict[str, Any]]:
+        """Send ``call`` to ``miners`` at once; answers (or exceptions) by hotkey."""
+        deadline = deadline_s or self.config.read_deadline_s
+
+        async def one(n: Neuron) -> Any:
+            return await call_node(self._http, str(n.axon_url), call, self._read, deadline)
+
+        results = await asyncio.gather(*(one(n) for n in miners), return_exceptions=True)
+        answers = {n.hotkey: r for n, r in zip(miners, results, strict=True)}
+        failed = {
+            h: _reason(r)
+            for h, r in answers.items()
+            if isinstance(r, BaseException) and not isinstance(r, NotFoundError)
+        }
+        answered = tuple(h for h in answers if h not in failed)
+        return ReadReport(answered, failed), answers
+
+    async def embed_query(self, text: str) -> list[float]:
+        check_text(text, self.limits, required=True)
+        vector = await asyncio.to_thread(self.embedder.encode, [text])
+        return vector[0].tolist()
+
+    async def query(
+        self,
+        vector: Sequence[float],
+        top_k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        namespace: str | None = None,
+        include_embedding: bool = False,
+        verify: bool = False,
+    ) -> tuple[list[QueryResult], ReadReport]:
+        """Ask every serving miner, merge by score, keep each CID once.
+
+        With ``verify`` each hit's embedding, metadata and text are checked
+        against its CID; a miner that returns a record that does not hash to
+        its CID is reported as failed and its hits are dropped.
+        """
+        call = Query(None, list(vector), top_k, filter, namespace, include_embedding or verify)
+        report, answers = await self._scatter(await self.miners(), call)
+        failed = dict(report.failed)
+        best: dict[str, QueryResult] = {}
+        for hotkey, hits in answers.items():
+            if isinstance(hits, BaseException):
+                continue
+            if verify and not all(_hit_matches(h) for h in hits):
+                failed[hotkey] = "returned a record that does not hash to its CID"
+                continue
+            for hit in hits:
+                if hit.cid not in best or hit.score > best[hit.cid].score:
+                    best[hit.cid] = hit
+        if len(failed) == len(answers):
+            _raise_client_error(answers)
+            raise UnavailableError(f"no miner answered the query: {failed}")
+        merged = sorted(best.values(), key=lambda h: (-h.score, h.cid))[:top_k]
+        if not include_embedding:
+            merged = [
+                QueryResult(h.cid, h.score, h.metadata, h.text) if h.embedding else h
+                for h in merged
+            ]
+        answered = tuple(h for h in answers if h not in failed)
+        return merged, ReadReport(answered, failed)
+
+    async def get(
+        self, cid: str, namespace: str | None, verify: bool = True
+    ) -> tuple[Record | None, ReadReport]:
+        """The record from its replicas first, then from any other miner (a repaired copy)."""
+        ordered = closest(cid, await self.miners())
+        r = self.config.replicas
+        failed: dict[str, str] = {}
+        answered: list[str] = []
+        for group in (ordered[:r], ordered[r:]):
+            if not group:
+                continue
+            report, answers = await self._scatter(group, Get(cid, namespace or DEFAULT_NAMESPACE))
+            failed.update(report.failed)
+            answered.extend(report.answered)
+            for hotkey, record in answers.items():
+                if not isinstance(record, Record):
+                    continue
+                if verify:
+                    try:
+                        verify_cid(
+                            cid,
+                            record.embedding,
+                            record.metadata,
+                            record.model_version,
+                            record.text,
+                        )
+                    except EngramError as exc:
+                        failed[hotkey] = exc.message
+                        continue
+                return record, ReadReport(tuple(answered), failed)
+        return None, ReadReport(tuple(answered), failed)
+
+    async def records(self, namespace: str | None) -> list[Record]:
+        """Every record of ``namespace`` held anywhere, once each, ordered by CID."""
+
+        async def everything(n: Neuron) -> list[Record]:
+            out: list[Record] = []
+            while True:
+                page = await call_node(
+                    self._http,
+                    str(n.axon_url),
+                    ListRecords(_PAGE, len(out), namespace),
+                    self._read,
+                    self.config.read_deadline_s,
+                )
+                out.extend(page)
+                if len(page) < _PAGE:
+                    return out
+
+        miners = await self.miners()
+        results = await asyncio.gather(*(everything(n) for n in miners), return_exceptions=True)
+        unique: dict[str, Record] = {}
+        for result in results:
+            if not isinstance(result, BaseException):
+                for record in result:
+                    unique.setdefault(record.cid, record)
+        if all(isinstance(r, BaseException) for r in results):
+            raise UnavailableError("no miner answered the listing")
+        return [unique[c] for c in sorted(unique)]
+
+    async def list(self, limit: int, offset: int, namespace: str | None) -> list[Record]:
+        return (await self.records(namespace))[offset : offset + limit]
+
+    async def count(self, namespace: str | None) -> int:
+        return len(await self.records(namespace))
+
+    async def stats(self) -> dict[str, Any]:
+        graph = await self.metagraph()
+        miners = graph.serving()
+        _, answers = await self._scatter(miners, Stats()) if miners else (None, {})
+        return {
+            "mode": "network",
+            "chain": self.chain.url,
+            "netuid": self.config.netuid,
+            "block": graph.block,
+            "neurons": len(graph.neurons),
+            "serving": len(miners),
+            "miners": {
+                h: (a if not isinstance(a, BaseException) else {"error": _reason(a)})
+                for h, a in answers.items()
+            },
+        }
+
+    async def health(self) -> dict[str, Any]:
+        try:
+            serving = (await self.metagraph()).serving()
+        except EngramError as exc:
+            return {
+                "mode": "network",
+                "status": "chain unreachable",
+                "ready": False,
+                "error": exc.message,
+                "miners": 0,
+            }
+        ready = len(serving) > 0
+        return {
+            "mode": "network",
+            "status": "ok" if ready else "no miners",
+            "ready": ready,
+            "miners": len(serving),
+            "chain": self.chain.url,
+            "netuid": self.config.netuid,
+            "version": __version__,
+        }
+
+    async def close(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+
+def _raise_client_error(answers: Mapping[str, Any]) -> None:
+    """When every miner refused the request itself (a 4xx), the caller made the mistake."""
+    errors = list(answers.values())
+    if errors and all(
+        isinstance(e, EngramError) and 400 <= e.status < 500 and not isinstance(e, NotFoundError)
+        for e in errors
+    ):
+        raise errors[0]
+
+
+def _hit_matches(hit: QueryResult) -> bool:
+    if hit.embedding is None:
+        return False
+    try:
+        return generate_cid(hit.embedding, hit.metadata, MODEL_VERSION, hit.text) == hit.cid
+    except EngramError:
+        return False
+
+
+__all__ = ["Network", "ReadReport", "WriteReport"]
