@@ -13,6 +13,7 @@ error (bad option values, conflicting options), 130 interrupted.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engram.config import DEFAULT_NAMESPACE, MinerConfig, engram_url, load_config
+from engram.config import (
+    DEFAULT_NAMESPACE,
+    ChainParams,
+    GatewayConfig,
+    MinerConfig,
+    ValidatorConfig,
+    default_wallet_path,
+    engram_home,
+    engram_url,
+    load_config,
+)
 from engram.errors import EngramError
 from engram.sdk import EngramClient, FileIngestReport
 from engram.sdk._base import FILE_BATCH_ITEMS
@@ -64,6 +75,27 @@ NamespaceOption = Annotated[
     str | None,
     typer.Option(
         "--namespace", "-n", help="namespace to use (default: default)", show_default=False
+    ),
+]
+ChainOption = Annotated[
+    str | None,
+    typer.Option(
+        help="chain as local:PATH [ENGRAM_CHAIN, default local:ENGRAM_HOME/chain.sqlite]",
+        show_default=False,
+    ),
+]
+NetuidOption = Annotated[
+    int | None, typer.Option(help="subnet [ENGRAM_NETUID, default 1]", show_default=False)
+]
+WalletOption = Annotated[
+    str | None,
+    typer.Option(help="wallet as NAME/HOTKEY [ENGRAM_WALLET]", show_default=False),
+]
+WalletPathOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="wallets folder [ENGRAM_WALLET_PATH, default ~/.bittensor/wallets]",
+        show_default=False,
     ),
 ]
 JsonOption = Annotated[
@@ -459,8 +491,32 @@ def miner(
             show_default=False,
         ),
     ] = None,
+    chain: ChainOption = None,
+    netuid: NetuidOption = None,
+    wallet: WalletOption = None,
+    wallet_path: WalletPathOption = None,
+    external_ip: Annotated[
+        str | None,
+        typer.Option(help="address announced on chain [ENGRAM_EXTERNAL_IP]", show_default=False),
+    ] = None,
+    accept_unrouted: Annotated[
+        bool | None,
+        typer.Option(
+            "--accept-unrouted/--routed-only",
+            help="store writes routing sends to other miners [ENGRAM_ACCEPT_UNROUTED]",
+            show_default=False,
+        ),
+    ] = None,
+    sync_interval_s: Annotated[
+        float | None,
+        typer.Option(
+            help="seconds between re-announcing the axon and re-reading the metagraph "
+            "[ENGRAM_SYNC_INTERVAL_S]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run a miner: an HTTP node over a durable local store."""
+    """Run a miner: an HTTP node over a durable local store; with --chain, on a subnet."""
     try:
         config = load_config(
             MinerConfig,
@@ -470,6 +526,13 @@ def miner(
             log_level=log_level,
             reader_threads=reader_threads,
             shutdown_grace_s=shutdown_grace_s,
+            chain=chain,
+            netuid=netuid,
+            wallet=wallet,
+            wallet_path=wallet_path,
+            external_ip=external_ip,
+            accept_unrouted=accept_unrouted,
+            sync_interval_s=sync_interval_s,
         )
     except EngramError as exc:
         _usage_error(exc.message)
@@ -477,3 +540,322 @@ def miner(
         from engram.miner.app import serve_miner
 
         serve_miner(config)
+
+
+@app.command()
+def validator(
+    chain: ChainOption = None,
+    netuid: NetuidOption = None,
+    wallet: WalletOption = None,
+    wallet_path: WalletPathOption = None,
+    home: Annotated[
+        Path | None, typer.Option(help="state directory [ENGRAM_HOME]", show_default=False)
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="address of the status API [ENGRAM_HOST]", show_default=False),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="port of the status API, /api/scores [ENGRAM_PORT]", show_default=False),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="debug, info, warning or error [ENGRAM_LOG_LEVEL]", show_default=False),
+    ] = None,
+) -> None:
+    """Run a validator: score miners on recall, latency and proofs, repair, set weights.
+
+    Cadences and sizes come from ENGRAM_SCORE_INTERVAL_S, ENGRAM_CHALLENGE_INTERVAL_S,
+    ENGRAM_WEIGHTS_INTERVAL_S, ENGRAM_REPAIR_INTERVAL_S, ENGRAM_CORPUS_SIZE and the other
+    settings listed in the README.
+    """
+    try:
+        config = load_config(
+            ValidatorConfig,
+            chain=chain,
+            netuid=netuid,
+            wallet=wallet,
+            wallet_path=wallet_path,
+            home=home,
+            host=host,
+            port=port,
+            log_level=log_level,
+        )
+    except EngramError as exc:
+        _usage_error(exc.message)
+    with _cli_errors():
+        from engram.validator import serve_validator
+
+        serve_validator(config)
+
+
+@app.command()
+def gateway(
+    chain: ChainOption = None,
+    netuid: NetuidOption = None,
+    host: Annotated[
+        str | None, typer.Option(help="address to listen on [ENGRAM_HOST]", show_default=False)
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="TCP port [ENGRAM_PORT, default 8090]", show_default=False)
+    ] = None,
+    validator_url: Annotated[
+        str | None,
+        typer.Option(
+            help="a validator's status API, for scores in /api/network [ENGRAM_VALIDATOR_URL]",
+            show_default=False,
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="debug, info, warning or error [ENGRAM_LOG_LEVEL]", show_default=False),
+    ] = None,
+) -> None:
+    """Run a gateway: the miner protocol in front of the whole network, plus /api/network."""
+    try:
+        config = load_config(
+            GatewayConfig,
+            chain=chain,
+            netuid=netuid,
+            host=host,
+            port=port,
+            validator_url=validator_url,
+            log_level=log_level,
+        )
+    except EngramError as exc:
+        _usage_error(exc.message)
+    with _cli_errors():
+        from engram.gateway.app import serve_gateway
+
+        serve_gateway(config)
+
+
+@app.command()
+def localnet(
+    miners: Annotated[int, typer.Option(min=1, help="number of miners")] = 3,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            help="where everything lives [default ENGRAM_HOME/localnet]", show_default=False
+        ),
+    ] = None,
+    base_port: Annotated[int, typer.Option(help="first miner's port; the next ones follow")] = 8091,
+    gateway_port: Annotated[int, typer.Option(help="gateway port")] = 8090,
+    validator_port: Annotated[int, typer.Option(help="validator status API port")] = 8089,
+) -> None:
+    """Run a whole subnet here: LocalChain, N miners, a validator and a gateway; Ctrl-C stops it.
+
+    Data is kept under --home, so a second start resumes.
+    """
+    from engram.localnet import Localnet
+
+    net = Localnet(
+        home=(home or engram_home() / "localnet").expanduser(),
+        miners=miners,
+        miner_ports=[base_port + i for i in range(miners)],
+        gateway_port=gateway_port,
+        validator_port=validator_port,
+    )
+    out = _stderr()
+    try:
+        with _cli_errors():
+            hotkeys = net.prepare()
+            out.print(f"chain      {net.chain_url} (netuid {net.netuid})")
+            net.start()
+            with out.status("starting miners, validator and gateway (loading the model)..."):
+                net.wait_ready()
+            table = Table(title="Engram localnet", title_justify="left")
+            for column in ("process", "url", "hotkey", "log"):
+                table.add_column(column)
+            for child in net.children:
+                spec = f"localnet/{child.name}"
+                table.add_row(child.name, child.url, hotkeys.get(spec, ""), str(child.log))
+            _stdout().print(table)
+            _stdout().print(
+                f"\nSDK:  EngramClient.from_network(chain={net.chain_url!r})\n"
+                f"      EngramClient({net.gateway_url!r})\n"
+                f"Network view: {net.gateway_url}/api/network\nCtrl-C stops everything."
+            )
+            while all(c.process.poll() is None for c in net.children):
+                time.sleep(0.5)
+            dead = [c for c in net.children if c.process.poll() is not None]
+            _fail(
+                f"{dead[0].name} exited with status {dead[0].process.returncode}; see {dead[0].log}"
+            )
+    finally:
+        out.print("stopping localnet...")
+        net.stop()
+
+
+wallet_app = typer.Typer(help="Create and list wallets (Bittensor's layout, shared with btcli).")
+chain_app = typer.Typer(help="Administer a LocalChain: create it, register neurons, show it.")
+app.add_typer(wallet_app, name="wallet")
+app.add_typer(chain_app, name="chain")
+
+
+@wallet_app.command("new")
+def wallet_new(
+    name: Annotated[str, typer.Option(help="wallet (coldkey) name")] = "default",
+    hotkey: Annotated[str, typer.Option(help="hotkey name")] = "default",
+    path: WalletPathOption = None,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            help="encrypt a new coldkey with this password (hotkeys are never encrypted)",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace existing keys")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Create a hotkey (and the wallet's coldkey if it has none); prints the mnemonics once."""
+    from engram.chain.keys import identity, new_wallet
+
+    folder = path or default_wallet_path()
+    with _cli_errors():
+        created, mnemonics = new_wallet(
+            f"{name}/{hotkey}", folder, overwrite=overwrite, password=password
+        )
+        ident = identity(created)
+    doc = {
+        "wallet": f"{name}/{hotkey}",
+        "path": str(folder),
+        "hotkey": ident.hotkey,
+        "coldkey": ident.coldkey,
+        "mnemonics": mnemonics,
+    }
+    if json_output:
+        _print_json(doc)
+        return
+    out = _stdout()
+    out.print(
+        f"wallet  {name}/{hotkey} in {folder}\nhotkey  {ident.hotkey}\ncoldkey {ident.coldkey}"
+    )
+    for key, words in mnemonics.items():
+        out.print(f"[bold]{key} mnemonic[/] (write it down; it is not shown again): {words}")
+
+
+@wallet_app.command("list")
+def wallet_list(path: WalletPathOption = None, json_output: JsonOption = False) -> None:
+    """List wallets and their hotkeys with their addresses."""
+    import bittensor as bt
+
+    folder = path or default_wallet_path()
+    rows = []
+    for name, hotkeys in bt.wallets.list_wallets(str(folder)).items():
+        for hk in hotkeys:
+            w = bt.Wallet(name, hk, path=str(folder))
+            rows.append({"wallet": f"{name}/{hk}", "hotkey": w.hotkeypub.ss58_address})
+    if json_output:
+        _print_json(rows)
+        return
+    table = Table("wallet", "hotkey")
+    for row in rows:
+        table.add_row(row["wallet"], row["hotkey"])
+    _stdout().print(table if rows else f"no wallets under {folder}")
+
+
+def _local_chain_path(chain: str) -> Path:
+    if not chain.startswith("local:") or len(chain) == len("local:"):
+        _usage_error(f"{chain!r} is not a LocalChain: give local:PATH")
+    return Path(chain.removeprefix("local:")).expanduser()
+
+
+@chain_app.command("create")
+def chain_create(
+    chain: Annotated[str, typer.Argument(help="local:PATH of the new chain file")],
+    netuid: Annotated[int, typer.Option(help="subnet to create")] = 1,
+    block_time_s: Annotated[
+        float, typer.Option(help="seconds per block")
+    ] = ChainParams.block_time_s,
+    tempo: Annotated[int, typer.Option(help="blocks per consensus epoch")] = ChainParams.tempo,
+    axon_ttl_blocks: Annotated[
+        int, typer.Option(help="blocks a miner stays routed to after its last announcement")
+    ] = ChainParams.axon_ttl_blocks,
+    min_validator_stake: Annotated[
+        float, typer.Option(help="stake that earns a validator permit")
+    ] = ChainParams.min_validator_stake,
+) -> None:
+    """Create a LocalChain file with one subnet (add a subnet to an existing file)."""
+    from engram.chain.local import LocalChain
+
+    params = ChainParams(
+        block_time_s=block_time_s,
+        tempo=tempo,
+        axon_ttl_blocks=axon_ttl_blocks,
+        min_validator_stake=min_validator_stake,
+    )
+    with _cli_errors():
+        LocalChain.create(_local_chain_path(chain), netuid, params).close()
+    _stdout().print(f"created {chain} with subnet {netuid}")
+
+
+@chain_app.command("register")
+def chain_register(
+    chain: Annotated[str, typer.Argument(help="local:PATH")],
+    wallet: Annotated[str, typer.Option(help="wallet as NAME/HOTKEY")] = "default/default",
+    wallet_path: WalletPathOption = None,
+    netuid: Annotated[int, typer.Option(help="subnet")] = 1,
+    stake: Annotated[float, typer.Option(help="stake to add (a validator needs a permit)")] = 0.0,
+) -> None:
+    """Register a wallet's hotkey on a subnet (idempotent) and optionally add stake."""
+    from engram.chain.keys import identity, open_wallet
+    from engram.chain.local import LocalChain
+
+    with _cli_errors():
+        ident = identity(open_wallet(wallet, wallet_path or default_wallet_path()))
+        local = LocalChain(_local_chain_path(chain))
+        try:
+            uid = local.register(netuid, ident.hotkey, ident.coldkey)
+            if stake > 0:
+                local.add_stake(netuid, ident.hotkey, stake)
+        finally:
+            local.close()
+    _stdout().print(f"{wallet} ({ident.hotkey}) is uid {uid} on subnet {netuid}")
+
+
+@chain_app.command("show")
+def chain_show(
+    chain: Annotated[str, typer.Argument(help="local:PATH")],
+    netuid: Annotated[int, typer.Option(help="subnet")] = 1,
+    json_output: JsonOption = False,
+) -> None:
+    """Show a subnet's metagraph: neurons, axons, stake, permits, incentive, emission."""
+    from engram.chain import open_chain
+
+    with _cli_errors():
+        local = open_chain(chain)
+        try:
+            graph = local.metagraph(netuid)
+        finally:
+            local.close()
+    serving = {n.uid for n in graph.serving()}
+    if json_output:
+        _print_json(
+            {
+                "chain": chain,
+                "netuid": netuid,
+                "block": graph.block,
+                "neurons": [{**n.__dict__, "serving": n.uid in serving} for n in graph.neurons],
+                "weights": {
+                    str(v): {str(m): w for m, w in row.items()} for v, row in graph.weights.items()
+                },
+            }
+        )
+        return
+    table = Table(title=f"{chain} · subnet {netuid} · block {graph.block}", title_justify="left")
+    for column in ("uid", "hotkey", "stake", "permit", "axon", "serving", "incentive", "emission"):
+        table.add_column(column)
+    for n in graph.neurons:
+        table.add_row(
+            str(n.uid),
+            n.hotkey,
+            f"{n.stake:g}",
+            "yes" if n.validator_permit else "",
+            n.axon_url or "",
+            "yes" if n.uid in serving else "",
+            f"{n.incentive:.4f}",
+            f"{n.emission:.4f}",
+        )
+    _stdout().print(table)

@@ -1,0 +1,225 @@
+"""A whole subnet on one machine: LocalChain, wallets, N miners, a validator and a gateway.
+
+Everything lives under one folder (chain file, wallets, each miner's store,
+the validator's state, logs), so a second start resumes where the first
+stopped. Cadences are seconds, not minutes, so scores and weights move while
+you watch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from engram.chain.keys import ensure_wallet, identity
+from engram.chain.local import LocalChain
+from engram.config import ChainParams
+from engram.errors import UnavailableError
+
+WALLET = "localnet"
+VALIDATOR_STAKE = 10_000.0
+# Half-second blocks, an epoch every 10 s, and a miner unseen for 6 s stops being routed to.
+FAST_CHAIN = ChainParams(
+    block_time_s=0.5, tempo=20, axon_ttl_blocks=12, min_validator_stake=1_000.0
+)
+FAST_MINER_SYNC_S = 1.0
+FAST_VALIDATOR = {
+    "ENGRAM_SCORE_INTERVAL_S": "4",
+    "ENGRAM_CHALLENGE_INTERVAL_S": "4",
+    "ENGRAM_WEIGHTS_INTERVAL_S": "6",
+    "ENGRAM_REPAIR_INTERVAL_S": "5",
+    "ENGRAM_CORPUS_SIZE": "128",
+}
+READY_TIMEOUT_S = 180.0  # the first start may export the embedding model to ONNX
+STOP_TIMEOUT_S = 15.0
+
+
+@dataclass
+class Child:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class Localnet:
+    """The plan of a local subnet, and its running processes once started."""
+
+    home: Path
+    miners: int = 3
+    miner_ports: list[int] = field(default_factory=list)
+    gateway_port: int = 8090
+    validator_port: int = 8089
+    netuid: int = 1
+    host: str = "127.0.0.1"
+    children: list[Child] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.miners < 1:
+            raise ValueError("a localnet needs at least one miner")
+        if not self.miner_ports:
+            self.miner_ports = [8091 + i for i in range(self.miners)]
+        if len(self.miner_ports) != self.miners:
+            raise ValueError(f"{self.miners} miners need {self.miners} ports")
+
+    @property
+    def chain_url(self) -> str:
+        return f"local:{self.home / 'chain.sqlite'}"
+
+    @property
+    def wallet_path(self) -> Path:
+        return self.home / "wallets"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
+
+    @property
+    def validator_url(self) -> str:
+        return f"http://{self.host}:{self.validator_port}"
+
+    def miner_wallet(self, i: int) -> str:
+        return f"{WALLET}/miner-{i}"
+
+    def prepare(self) -> dict[str, str]:
+        """Create (or reopen) the chain and wallets and register every neuron; hotkeys by name."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        chain = LocalChain.create(
+            self.home / "chain.sqlite", self.netuid, FAST_CHAIN, exist_ok=True
+        )
+        try:
+            hotkeys: dict[str, str] = {}
+            for spec in [f"{WALLET}/validator"] + [
+                self.miner_wallet(i) for i in range(self.miners)
+            ]:
+                ident = identity(ensure_wallet(spec, self.wallet_path))
+                uid = chain.register(self.netuid, ident.hotkey, ident.coldkey)
+                if spec.endswith("/validator"):
+                    stake = chain.metagraph(self.netuid).by_uid(uid)
+                    if stake is not None and stake.stake < VALIDATOR_STAKE:
+                        chain.add_stake(self.netuid, ident.hotkey, VALIDATOR_STAKE - stake.stake)
+                hotkeys[spec] = ident.hotkey
+            return hotkeys
+        finally:
+            chain.close()
+
+    def _spawn(self, name: str, url: str, args: list[str], env: dict[str, str]) -> Child:
+        logs = self.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = logs / f"{name}.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "engram", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env},
+                start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+            )
+        child = Child(name, url, process, log)
+        self.children.append(child)
+        return child
+
+    def start(self) -> None:
+        """Start the miners, the validator and the gateway as child processes."""
+        common = ["--chain", self.chain_url, "--netuid", str(self.netuid)]
+        wallets = ["--wallet-path", str(self.wallet_path)]
+        for i, port in enumerate(self.miner_ports):
+            self._spawn(
+                f"miner-{i}",
+                f"http://{self.host}:{port}",
+                [
+                    "miner",
+                    *common,
+                    *wallets,
+                    "--wallet",
+                    self.miner_wallet(i),
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(port),
+                    "--external-ip",
+                    self.host,
+                    "--home",
+                    str(self.home / f"miner-{i}"),
+                    "--sync-interval-s",
+                    str(FAST_MINER_SYNC_S),
+                ],
+                {},
+            )
+        self._spawn(
+            "validator",
+            self.validator_url,
+            [
+                "validator",
+                *common,
+                *wallets,
+                "--wallet",
+                f"{WALLET}/validator",
+                "--home",
+                str(self.home / "validator"),
+                "--host",
+                self.host,
+                "--port",
+                str(self.validator_port),
+            ],
+            FAST_VALIDATOR,
+        )
+        self._spawn(
+            "gateway",
+            self.gateway_url,
+            [
+                "gateway",
+                *common,
+                "--host",
+                self.host,
+                "--port",
+                str(self.gateway_port),
+                "--validator-url",
+                self.validator_url,
+            ],
+            {"ENGRAM_METAGRAPH_TTL_S": "1"},
+        )
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Until every child answers /health; a child that exits is an error naming its log."""
+        deadline = time.monotonic() + timeout_s
+        pending = list(self.children)
+        with httpx.Client(timeout=2.0) as http:
+            while pending:
+                for child in list(pending):
+                    if child.process.poll() is not None:
+                        raise UnavailableError(
+                            f"{child.name} exited with status {child.process.returncode}; "
+                            f"see {child.log}"
+                        )
+                    try:
+                        if http.get(child.url + "/health").status_code == 200:
+                            pending.remove(child)
+                    except httpx.HTTPError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    names = ", ".join(c.name for c in pending)
+                    raise UnavailableError(f"{names} not ready after {timeout_s:.0f}s")
+                time.sleep(0.25)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM every child (gateway first, miners last), then SIGKILL what is left."""
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for child in reversed(self.children):
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        self.children.clear()
