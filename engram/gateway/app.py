@@ -22,7 +22,7 @@ from fastapi import FastAPI, Query, Request, Response
 from engram import __version__
 from engram.chain import open_chain
 from engram.cid import parse_cid
-from engram.config import GatewayConfig, Limits, NetworkConfig
+from engram.config import GatewayConfig, Limits, NetworkConfig, load_config
 from engram.embed import Embedder
 from engram.errors import EngramError, InvalidRequestError, NotFoundError, QuorumError
 from engram.miner.service import item_from_request
@@ -69,9 +69,8 @@ def create_gateway_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         chain = open_chain(config.chain)
-        network = Network(
-            chain, NetworkConfig(chain=config.chain, netuid=config.netuid), embedder=embedder
-        )
+        settings = load_config(NetworkConfig, chain=config.chain, netuid=config.netuid)
+        network = Network(chain, settings, embedder=embedder)
         app.state.network = network
         app.state.model_ready = asyncio.Event()
         warm = asyncio.create_task(_warm_up(network, app.state.model_ready))
