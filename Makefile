@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/engram miner
+	$(BIN)/engram localnet
 
 test: setup
 	$(BIN)/python -m pytest
