@@ -47,6 +47,18 @@ class Child:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    args: list[str]
+    env: dict[str, str]
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM, then SIGKILL if it has not stopped within ``timeout_s``."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 @dataclass
@@ -123,9 +135,16 @@ class Localnet:
                 env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env},
                 start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
             )
-        child = Child(name, url, process, log)
+        child = Child(name, url, process, log, args, env)
         self.children.append(child)
         return child
+
+    def restart(self, name: str) -> Child:
+        """Stop one child and start it again with the same arguments and data."""
+        old = next(c for c in self.children if c.name == name)
+        old.stop()
+        self.children.remove(old)
+        return self._spawn(old.name, old.url, old.args, old.env)
 
     def start(self) -> None:
         """Start the miners, the validator and the gateway as child processes."""
@@ -217,9 +236,5 @@ class Localnet:
                 child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         for child in reversed(self.children):
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
+            child.stop(max(0.1, deadline - time.monotonic()))
         self.children.clear()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import numpy as np
@@ -21,10 +22,12 @@ from engram import EngramClient
 from engram.chain.local import LocalChain
 from engram.localnet import Localnet
 from engram.network.routing import closest
+from engram.validator.state import read_summary
 from tests.e2e.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
+T = TypeVar("T")
 MINERS = 4
 TEXTS = [
     f"note {i}: the {topic} team met on day {i % 28 + 1} to discuss {subject}"
@@ -32,20 +35,53 @@ TEXTS = [
         (t, s)
         for t in ("storage", "search", "billing", "mobile", "infra")
         for s in (
-            "latency budgets", "index rebuilds", "quarterly planning", "hiring", "on-call pain",
-            "customer churn", "disk usage", "embedding drift", "api limits", "release notes",
-            "flaky tests", "vector recall", "schema changes", "cost cuts", "security review",
-            "launch dates", "metrics", "support tickets", "roadmap", "privacy",
-            "caching", "sharding", "backups", "alerts", "docs", "onboarding", "pricing",
-            "benchmarks", "partners", "travel", "retros", "offsites", "budgets", "compliance",
-            "uptime", "dashboards", "mentoring", "code review", "research", "demos",
+            "latency budgets",
+            "index rebuilds",
+            "quarterly planning",
+            "hiring",
+            "on-call pain",
+            "customer churn",
+            "disk usage",
+            "embedding drift",
+            "api limits",
+            "release notes",
+            "flaky tests",
+            "vector recall",
+            "schema changes",
+            "cost cuts",
+            "security review",
+            "launch dates",
+            "metrics",
+            "support tickets",
+            "roadmap",
+            "privacy",
+            "caching",
+            "sharding",
+            "backups",
+            "alerts",
+            "docs",
+            "onboarding",
+            "pricing",
+            "benchmarks",
+            "partners",
+            "travel",
+            "retros",
+            "offsites",
+            "budgets",
+            "compliance",
+            "uptime",
+            "dashboards",
+            "mentoring",
+            "code review",
+            "research",
+            "demos",
         )
     )
 ]
 QUERIES = ["index rebuild for search", "how much does billing cost", "security review of infra"]
 
 
-def _wait(predicate, timeout_s: float, what: str, step_s: float = 0.5):  # noqa: ANN001, ANN202
+def _wait(predicate: Callable[[], T], timeout_s: float, what: str, step_s: float = 0.5) -> T:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
@@ -144,6 +180,35 @@ def test_validator_sets_weights(net: Localnet, chain: LocalChain, stored: list[s
     miner_uids = {n.uid for n in graph.serving()}
     assert {u for u, w in weights.items() if w > 0} <= miner_uids
     assert sum(weights.values()) == pytest.approx(1.0)
+
+
+def test_validator_restart_keeps_scores_and_history(net: Localnet, stored: list[str]) -> None:
+    def scores() -> dict:
+        return httpx.get(net.validator_url + "/api/scores", timeout=5).json()
+
+    def after_two_rounds() -> dict | None:
+        s = scores()
+        return s if s["round"] >= 2 and s["miners"] else None
+
+    _wait(after_two_rounds, 60, "two scoring rounds")
+    child = next(c for c in net.children if c.name == "validator")
+    child.stop()
+    before = read_summary(net.home / "validator")  # what the stopped validator left on disk
+    net.restart("validator")
+    net.wait_ready()
+    after = scores()
+    assert after["hotkey"] == before["hotkey"] and after["namespace"] == before["namespace"]
+    assert after["round"] >= before["round"] >= 2
+    assert set(after["miners"]) == set(before["miners"])
+    # Each round keeps at least 90 % of the EMA (alpha 0.1), whatever the new score; a
+    # validator that forgot its state would start again from 0.
+    kept = 0.9 ** (after["round"] - before["round"])
+    for uid, miner in before["miners"].items():
+        assert miner["ema"] > 0.1
+        assert after["miners"][uid]["ema"] >= kept * miner["ema"] - 1e-9
+        assert after["miners"][uid]["proof_issued"] >= miner["proof_issued"]
+    old_log = child.log.read_text(errors="replace")
+    assert "validator stopped; state closed" in old_log
 
 
 def test_sigkilled_miner_loses_nothing_and_is_repaired(
