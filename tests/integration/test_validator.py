@@ -1,0 +1,492 @@
+"""The validator against real miners: uvicorn servers on loopback ports, a real LocalChain file,
+a real state database and real wallets.
+
+Each test gets four fresh miners on a fresh chain whose axons expire after
+about two seconds; a heartbeat thread keeps re-announcing the live ones, so
+a miner taken out of the heartbeat drops out of ``Metagraph.serving()`` as a
+killed miner would. The miners embed with the tiny hash embedder: the
+validator only sends raw vectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import uvicorn
+
+from engram.chain.keys import identity, new_wallet
+from engram.chain.local import LocalChain
+from engram.config import ChainParams, MinerConfig, NetworkConfig, ValidatorConfig
+from engram.errors import ChainError
+from engram.memory import IngestItem
+from engram.miner.app import create_miner_app
+from engram.network.client import Network
+from engram.network.routing import closest
+from engram.validator import Validator
+from engram.validator.state import MinerState, ValidatorState
+from tests.conftest import HashEmbedder, unit_vectors
+
+T = TypeVar("T")
+NETUID = 1
+MIN_STAKE = 1_000.0
+BLOCK_TIME_S = 0.2
+AXON_TTL_BLOCKS = 10  # an axon not re-announced for ~2 s stops being served
+HEARTBEAT_S = 0.25
+REQUEST_TIMEOUT_S = 1.0
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class MinerHandle:
+    hotkey: str
+    home: Path
+    port: int
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        assert not self.thread.is_alive(), f"miner {self.hotkey} did not stop"
+
+    def cids(self, namespace: str) -> set[str]:
+        with httpx.Client(base_url=self.url, timeout=10) as http:
+            body = http.get("/list", params={"namespace": namespace, "limit": 1000}).json()
+        return {r["cid"] for r in body["records"]}
+
+
+def _start_miner(home: Path, hotkey: str) -> MinerHandle:
+    port = _free_port()
+    app = create_miner_app(
+        MinerConfig(home=home, port=port, reader_threads=4), embedder=HashEmbedder()
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, ws="none"
+        )
+    )
+    thread = threading.Thread(target=server.run, name=f"miner-{hotkey}", daemon=True)
+    thread.start()
+    handle = MinerHandle(hotkey, home, port, server, thread)
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    with httpx.Client(timeout=5) as http:
+        while http.get(handle.url + "/health").status_code != 200:
+            assert time.monotonic() < deadline, "the miner never said ready"
+            time.sleep(0.02)
+    return handle
+
+
+@dataclass
+class Cluster:
+    root: Path
+    chain: LocalChain
+    miners: list[MinerHandle]
+    validator_hotkey: str
+    beating: set[str] = field(default_factory=set)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def config(self, **overrides: Any) -> ValidatorConfig:
+        base = ValidatorConfig(
+            chain=self.chain.url,
+            netuid=NETUID,
+            wallet="validator/default",
+            wallet_path=self.root / "wallets",
+            home=self.root / "validator",
+            corpus_size=48,
+            queries_per_miner=4,
+            challenges_per_miner=5,
+            audits_per_miner=2,
+            request_timeout_s=REQUEST_TIMEOUT_S,
+            challenge_deadline_s=REQUEST_TIMEOUT_S,
+        )
+        return replace(base, **overrides)
+
+    def announce(self) -> None:
+        for m in self.miners:
+            if m.hotkey in self.beating:
+                self.chain.serve_axon(NETUID, m.hotkey, "127.0.0.1", m.port)
+
+    def heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            self.announce()
+
+    def uid(self, miner: MinerHandle) -> int:
+        neuron = self.chain.metagraph(NETUID).by_hotkey(miner.hotkey)
+        assert neuron is not None
+        return neuron.uid
+
+    def serving(self) -> list[Any]:
+        return self.chain.metagraph(NETUID).serving()
+
+    def kill(self, miner: MinerHandle) -> None:
+        """Stop the server and its heartbeat; wait until the chain no longer routes to it."""
+        self.beating.discard(miner.hotkey)
+        miner.stop()
+        deadline = time.monotonic() + 10
+        while any(n.hotkey == miner.hotkey for n in self.serving()):
+            assert time.monotonic() < deadline, "the dead miner's axon never expired"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    params = ChainParams(
+        block_time_s=BLOCK_TIME_S, axon_ttl_blocks=AXON_TTL_BLOCKS, min_validator_stake=MIN_STAKE
+    )
+    chain = LocalChain.create(tmp_path / "chain.sqlite", NETUID, params)
+    wallet, _ = new_wallet("validator/default", tmp_path / "wallets")
+    me = identity(wallet)
+    chain.register(NETUID, me.hotkey, me.coldkey, stake=MIN_STAKE)
+    miners = []
+    for i in range(4):
+        hotkey = f"miner-hotkey-{i}"
+        chain.register(NETUID, hotkey, f"miner-coldkey-{i}")
+        miners.append(_start_miner(tmp_path / f"miner{i}", hotkey))
+    c = Cluster(tmp_path, chain, miners, me.hotkey, beating={m.hotkey for m in miners})
+    c.announce()
+    beat = threading.Thread(target=c.heartbeat, name="heartbeat", daemon=True)
+    beat.start()
+    try:
+        yield c
+    finally:
+        c._stop.set()
+        beat.join(5)
+        for m in miners:
+            if m.thread.is_alive():
+                m.stop()
+        chain.close()
+
+
+def _expected(cluster: Cluster, validator: Validator) -> dict[str, set[str]]:
+    """hotkey → corpus CIDs routing gives it over the miners serving now."""
+    serving = cluster.serving()
+    out: dict[str, set[str]] = {n.hotkey: set() for n in serving}
+    for cid in validator.corpus.cids:
+        for n in closest(cid, serving, 3):
+            out[n.hotkey].add(cid)
+    return out
+
+
+def test_validator_writes_the_corpus_to_exactly_its_routed_replicas(cluster: Cluster) -> None:
+    async def body() -> None:
+        async with Validator(cluster.config()) as v:
+            assert v.namespace == "validator-" + cluster.validator_hotkey[:8]
+            assert await v.write_corpus() == 48
+            assert await v.write_corpus() == 0  # written once, not again
+            expected = _expected(cluster, v)
+            for m in cluster.miners:
+                assert m.cids(v.namespace) == expected[m.hotkey]
+            assert v._state().unwritten() == set()
+
+    run(body())
+
+
+def test_honest_miners_score_full_recall_and_pass_every_challenge(cluster: Cluster) -> None:
+    async def body() -> None:
+        async with Validator(cluster.config()) as v:
+            await v.write_corpus()
+            proofs = await v.challenge_round()
+            uids = {cluster.uid(m) for m in cluster.miners}
+            assert set(proofs) == uids
+            for passed, issued in proofs.values():
+                assert issued == 7 and passed == issued  # 5 HMAC challenges + 2 audits
+            scores = await v.score_round()
+            assert set(scores) == uids
+            for s in scores.values():
+                assert s.recall >= 0.95
+                assert 0 < s.latency_ms < 500
+                assert s.proof_rate == 1.0
+                assert s.score > 0.9
+            states = v._state().miners()
+            for uid, s in scores.items():
+                assert states[uid].ema == pytest.approx(0.1 * s.score)
+            summary = v.summary()
+            assert set(summary["miners"]) == {str(u) for u in uids}
+            assert summary["rounds"]["score"]["round"] == 1
+            assert len(v._state().challenges(limit=1000)) == 28
+            assert len(v._state().score_history()) == 4
+
+    run(body())
+
+
+def test_a_dead_or_hung_miner_fails_alone_within_one_deadline(cluster: Cluster) -> None:
+    black_hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # accepts, never answers
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen(64)
+    hung_hotkey = "miner-hotkey-hung"
+    cluster.chain.register(NETUID, hung_hotkey, "hung-coldkey")
+
+    async def body() -> None:
+        async with Validator(cluster.config()) as v:
+            await v.write_corpus()
+            await v.challenge_round()
+            dead = cluster.miners[0]
+            dead.stop()  # still announced: routing keeps sending to it
+            cluster.chain.serve_axon(NETUID, hung_hotkey, "127.0.0.1", black_hole.getsockname()[1])
+            graph = cluster.chain.metagraph(NETUID)
+            hung_uid = graph.by_hotkey(hung_hotkey).uid  # type: ignore[union-attr]
+            dead_uid = cluster.uid(dead)
+
+            started = time.monotonic()
+            scores = await v.score_round()
+            elapsed = time.monotonic() - started
+            assert elapsed < REQUEST_TIMEOUT_S + 1.0, f"the round took {elapsed:.2f}s"
+            assert scores[dead_uid].recall == 0 and scores[hung_uid].recall == 0
+            assert scores[dead_uid].latency_ms >= 500 and scores[hung_uid].latency_ms >= 500
+            for m in cluster.miners[1:]:
+                assert scores[cluster.uid(m)].recall >= 0.95
+                assert scores[cluster.uid(m)].score > 0.9
+
+            started = time.monotonic()
+            proofs = await v.challenge_round()
+            assert time.monotonic() - started < REQUEST_TIMEOUT_S + 1.0
+            assert proofs[dead_uid] == (0, 7)  # 5 HMAC + 2 audits, all failed
+            assert proofs[hung_uid] == (0, 2)  # never given a record: audits only
+            for m in cluster.miners[1:]:
+                passed, issued = proofs[cluster.uid(m)]
+                assert passed == issued >= 5
+            state = v._state().miners()[dead_uid]
+            assert (state.proof_passed, state.proof_issued) == (7, 14)  # half: not slashed yet
+            assert state.ema > 0
+            await v.challenge_round()
+            states = v._state().miners()
+            assert (states[dead_uid].proof_passed, states[dead_uid].proof_issued) == (7, 21)
+            assert states[dead_uid].ema == 0.0  # below half after ≥ 5 challenges: slashed
+            assert states[cluster.uid(cluster.miners[1])].ema > 0
+
+            weights = await v.set_weights()
+            assert weights[dead_uid] == 0.0 and weights[hung_uid] == 0.0
+
+    try:
+        run(body())
+    finally:
+        black_hole.close()
+
+
+def test_set_weights_lands_on_the_chain(cluster: Cluster) -> None:
+    async def body() -> dict[int, float]:
+        async with Validator(cluster.config()) as v:
+            await v.write_corpus()
+            await v.challenge_round()
+            await v.score_round()
+            weights = await v.set_weights()
+            history = v._state().weight_history()
+            assert len(history) == 1 and history[0]["weights"] == weights
+            assert v.summary()["miners"][str(cluster.uid(cluster.miners[0]))]["weight"] > 0
+            return weights
+
+    weights = run(body())
+    graph = cluster.chain.metagraph(NETUID)
+    me = graph.by_hotkey(cluster.validator_hotkey)
+    assert me is not None and me.uid not in weights
+    on_chain = graph.weights[me.uid]
+    miner_uids = {cluster.uid(m) for m in cluster.miners}
+    assert {u for u, w in on_chain.items() if w > 0} == miner_uids
+    assert sum(on_chain.values()) == pytest.approx(1.0)
+    for uid in miner_uids:
+        assert on_chain[uid] == pytest.approx(weights[uid], rel=1e-6)
+
+
+def test_a_restarted_validator_resumes_its_corpus_emas_and_history(cluster: Cluster) -> None:
+    config = cluster.config()
+
+    async def first() -> tuple[list[str], dict[int, MinerState]]:
+        async with Validator(config) as v:
+            await v.write_corpus()
+            await v.challenge_round()
+            await v.score_round()
+            return v.corpus.cids, v._state().miners()
+
+    async def second() -> None:
+        async with Validator(config) as v:
+            assert v.corpus.cids == cids  # the same seed: not re-seeded
+            assert v._state().unwritten() == set()  # and not written again
+            assert v._state().miners() == before
+            scores = await v.score_round()
+            after = v._state().miners()
+            for uid, s in scores.items():
+                assert after[uid].ema == pytest.approx(0.1 * s.score + 0.9 * before[uid].ema)
+                assert after[uid].proof_issued == 7  # the proof window survived too
+            assert v.summary()["round"] == 2
+            assert {r["round"] for r in v._state().score_history()} == {1, 2}
+
+    cids, before = run(first())
+    run(second())
+
+
+def test_a_uid_with_a_new_hotkey_starts_from_zero(cluster: Cluster) -> None:
+    async def body() -> None:
+        async with Validator(cluster.config()) as v:
+            await v.write_corpus()
+            uid = cluster.uid(cluster.miners[0])
+            v._state().save_miners([MinerState(uid, "the-previous-owner", ema=0.9, weight=0.5)])
+            scores = await v.score_round()
+            state = v._state().miners()[uid]
+            assert state.hotkey == cluster.miners[0].hotkey
+            assert state.ema == pytest.approx(0.1 * scores[uid].score)
+
+    run(body())
+
+
+def test_repair_moves_a_dead_miners_records_to_the_next_closest(cluster: Cluster) -> None:
+    vectors = unit_vectors(30, seed=11)
+    others = [
+        IngestItem(embedding=v.tolist(), metadata={"n": i}, namespace="builder-docs")
+        for i, v in enumerate(vectors)
+    ]
+
+    async def body() -> None:
+        async with Validator(cluster.config()) as v:
+            await v.write_corpus()
+            # Someone else's records, written through the network like any client would.
+            client = Network(cluster.chain, NetworkConfig(chain=cluster.chain.url, netuid=NETUID))
+            try:
+                written = await client.ingest(others)
+            finally:
+                await client.close()
+            assert all(r.ok for r in written)
+            report = await v.repair_round()
+            assert (report.healthy, report.degraded, report.lost) == (48, 0, 0)
+            assert report.repaired == 0 and report.foreign_repaired == 0
+
+            dead = cluster.miners[0]
+            cluster.kill(dead)
+            report = await v.repair_round()
+            assert report.degraded > 0 and report.lost == 0
+            assert report.repaired == report.degraded  # one copy per record that lost one
+            assert report.foreign_repaired > 0 and report.unverified == 0
+            health = v.summary()["replica_health"]  # found degraded, left healthy
+            assert health["healthy"] == 48 and health["last_repair"]["degraded"] > 0
+
+            expected = _expected(cluster, v)
+            assert dead.hotkey not in expected
+            for m in cluster.miners[1:]:
+                assert expected[m.hotkey] <= m.cids(v.namespace)
+            live = cluster.serving()
+            for r in written:
+                assert r.cid is not None
+                for n in closest(r.cid, live, 3):
+                    holder = next(m for m in cluster.miners if m.hotkey == n.hotkey)
+                    assert r.cid in holder.cids("builder-docs")
+
+            report = await v.repair_round()
+            assert (report.healthy, report.degraded, report.lost) == (48, 0, 0)
+            assert report.repaired == 0 and report.foreign_repaired == 0
+            assert v.summary()["replica_health"]["healthy"] == 48
+
+    run(body())
+
+
+def test_an_unregistered_or_unstaked_validator_is_refused_clearly(cluster: Cluster) -> None:
+    wallets = cluster.root / "wallets"
+    new_wallet("stranger/default", wallets)
+    with pytest.raises(ChainError, match="not registered"):
+        Validator(cluster.config(wallet="stranger/default"))
+    poor, _ = new_wallet("poor/default", wallets)
+    cluster.chain.register(NETUID, identity(poor).hotkey, identity(poor).coldkey, stake=1.0)
+    with pytest.raises(ChainError, match="no validator permit"):
+        Validator(cluster.config(wallet="poor/default", home=cluster.root / "poor"))
+
+
+def test_run_drives_every_cadence_until_cancelled(cluster: Cluster) -> None:
+    config = cluster.config(
+        score_interval_s=0.2,
+        challenge_interval_s=0.2,
+        weights_interval_s=0.2,
+        repair_interval_s=0.2,
+    )
+
+    async def body() -> None:
+        async with Validator(config) as v:
+            task = asyncio.create_task(v.run())
+            deadline = time.monotonic() + 15
+            while not all(v.summary()["rounds"].values()) or v.summary()["round"] < 2:
+                assert not task.done(), task
+                assert time.monotonic() < deadline, v.summary()["rounds"]
+                await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            summary = v.summary()
+            assert summary["replica_health"]["healthy"] == 48
+            assert all(m["weight"] > 0 for m in summary["miners"].values())
+
+    run(body())
+    graph = cluster.chain.metagraph(NETUID)
+    me = graph.by_hotkey(cluster.validator_hotkey)
+    assert me is not None and sum(graph.weights[me.uid].values()) == pytest.approx(1.0)
+
+
+def test_serve_validator_stops_cleanly_on_sigterm(cluster: Cluster) -> None:
+    port = _free_port()
+    config = cluster.config(
+        score_interval_s=0.2, challenge_interval_s=0.2, weights_interval_s=0.2, port=port
+    )
+    script = (
+        "import sys, json\n"
+        "from pathlib import Path\n"
+        "from engram.config import ValidatorConfig\n"
+        "from engram.validator import serve_validator\n"
+        "doc = json.loads(sys.argv[1])\n"
+        "for key in ('wallet_path', 'home'):\n"
+        "    doc[key] = Path(doc[key])\n"
+        "serve_validator(ValidatorConfig(**doc))\n"
+    )
+    doc = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    log_path = cluster.root / "validator.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, json.dumps(doc)], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 30
+        me = None
+        while True:
+            graph = cluster.chain.metagraph(NETUID)
+            me = graph.by_hotkey(cluster.validator_hotkey)
+            if me is not None and graph.weights.get(me.uid):
+                break
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        scores = httpx.get(f"http://127.0.0.1:{port}/api/scores", timeout=5).json()
+        assert set(scores["miners"]) == {str(cluster.uid(m)) for m in cluster.miners}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    logged = log_path.read_text()
+    assert "validator stopped" in logged and "Traceback" not in logged
+    with ValidatorState(config.home) as state:  # closed cleanly, readable, history kept
+        assert state.miners() and state.get_meta("last_weights_round")
