@@ -33,7 +33,10 @@ class IngestRequest(_Wire):
 class IngestResponse(_Wire):
     cid: str | None = None
     error: str | None = None
-    replicas: list[str] | None = None  # a gateway: hotkeys of the miners that acknowledged
+
+
+class GatewayIngestResponse(IngestResponse):
+    replicas: list[str]  # hotkeys of the miners that acknowledged, primary first
 
 
 class BatchIngestRequest(_Wire):
@@ -43,7 +46,10 @@ class BatchIngestRequest(_Wire):
 class BatchIngestResponse(_Wire):
     cids: list[str | None]
     errors: list[str | None]
-    replicas: list[list[str]] | None = None  # a gateway: per item, the miners that acknowledged
+
+
+class GatewayBatchIngestResponse(BatchIngestResponse):
+    replicas: list[list[str]]  # per item, the miners that acknowledged
 
 
 class QueryRequest(_Wire):

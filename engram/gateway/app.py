@@ -29,12 +29,12 @@ from engram.miner.service import item_from_request
 from engram.network.client import Network, WriteReport
 from engram.protocol import (
     BatchIngestRequest,
-    BatchIngestResponse,
     CountResponse,
     DeleteResponse,
+    GatewayBatchIngestResponse,
+    GatewayIngestResponse,
     HealthResponse,
     IngestRequest,
-    IngestResponse,
     ListResponse,
     QueryRequest,
     QueryResponse,
@@ -89,19 +89,18 @@ def create_gateway_app(
 
     @app.post(
         "/IngestSynapse",
-        response_model=IngestResponse,
-        response_model_exclude_none=True,
+        response_model=GatewayIngestResponse,
         openapi_extra=json_body_doc(IngestRequest),
     )
     async def ingest(request: Request) -> dict[str, Any]:
         body = await parse_body(request, IngestRequest)
         (report,) = await net(request).ingest([item_from_request(body)])
         report = _outcome(report)
-        return {"cid": report.cid, "replicas": list(report.acked)}
+        return {"cid": report.cid, "error": None, "replicas": list(report.acked)}
 
     @app.post(
         "/BatchIngestSynapse",
-        response_model=BatchIngestResponse,
+        response_model=GatewayBatchIngestResponse,
         openapi_extra=json_body_doc(BatchIngestRequest),
     )
     async def batch_ingest(request: Request) -> dict[str, Any]:

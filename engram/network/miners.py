@@ -38,9 +38,13 @@ _JSON = {"content-type": "application/json"}
 
 
 async def perform_async(
-    http: httpx.AsyncClient, step: HttpRequest | Sleep, base_url: str = ""
+    http: httpx.AsyncClient,
+    step: HttpRequest | Sleep,
+    base_url: str = "",
+    timeout_s: float | None = None,
 ) -> HttpReply | Exception | None:
-    """One step of :func:`~engram.sdk._base.exchange` on an async client."""
+    """One step of :func:`~engram.sdk._base.exchange` on an async client (its own timeout
+    unless ``timeout_s`` is given)."""
     if isinstance(step, Sleep):
         await asyncio.sleep(step.seconds)
         return None
@@ -51,6 +55,7 @@ async def perform_async(
             params=step.params,
             content=step.body,
             headers=_JSON if step.body is not None else None,
+            timeout=http.timeout if timeout_s is None else timeout_s,
         )
     except httpx.TransportError as exc:
         return exc
@@ -67,7 +72,7 @@ async def call_node(
     """Send ``call`` to the node at ``url``; past ``deadline_s`` it is an UpstreamTimeoutError."""
 
     async def perform(step: HttpRequest | Sleep) -> HttpReply | Exception | None:
-        return await perform_async(http, step, url)
+        return await perform_async(http, step, url, config.timeout_s)
 
     try:
         return await asyncio.wait_for(run_async(exchange(call, url, config), perform), deadline_s)

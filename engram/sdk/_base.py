@@ -483,7 +483,7 @@ def record_from_wire(doc: Mapping[str, Any]) -> Record:
 @dataclass(frozen=True)
 class Get(Call[Record | None]):
     cid: str
-    namespace: str  # explicit: a node without one searches every namespace, the store does not
+    namespace: str | None  # None: a node searches every namespace (an audit names only a CID)
 
     def request(self) -> HttpRequest:
         path = "/retrieve/" + quote(self.cid, safe=":")

@@ -243,9 +243,19 @@ class Validator:
         return recall_at_k(returned, self.truth(vector, assigned, returned)), elapsed, True
 
     async def _measure(self, neuron: Neuron, assigned: Sequence[int]) -> tuple[float, float, int]:
-        """Mean recall, median latency and failures over fresh queries, all sent at once."""
-        queries = self.corpus.queries(assigned, self.config.queries_per_miner)
-        results = await asyncio.gather(*(self._query(neuron, q, assigned) for q in queries))
+        """Mean recall, median latency and failures over fresh queries.
+
+        A miner's queries go one after another (all miners at once), so the
+        round trip measures the miner, not a queue of our own requests. A
+        miner that misses the deadline is unresponsive for the rest of the
+        round: its remaining queries count as failed without waiting again.
+        """
+        results: list[tuple[float, float, bool]] = []
+        for query in self.corpus.queries(assigned, self.config.queries_per_miner):
+            if results and not results[-1][2]:
+                results.append(results[-1])
+                continue
+            results.append(await self._query(neuron, query, assigned))
         if not results:
             return 0.0, LATENCY_ZERO_MS, 0
         failed = sum(1 for _, _, answered in results if not answered)
