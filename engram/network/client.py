@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
@@ -51,7 +51,6 @@ from engram.sdk._base import (
 )
 
 log = logging.getLogger("engram.network")
-T = TypeVar("T")
 _PAGE = Limits().max_list_limit
 
 
