@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import socket
+import threading
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
+import uvicorn
 
 from engram.store import Store
 
@@ -48,3 +55,53 @@ class HashEmbedder:
             seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
             rows.append(unit_vectors(1, seed=seed)[0])
         return np.asarray(rows, dtype=np.float32).reshape(len(rows), DIM)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ThreadedServer:
+    """A real uvicorn server on 127.0.0.1 in a thread of the test process."""
+
+    name: str
+    port: int
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        assert not self.thread.is_alive(), f"{self.name} did not stop"
+
+
+def serve_in_thread(
+    app: Any, port: int, name: str, ready_path: str | None = "/health"
+) -> ThreadedServer:
+    """Start ``app`` and wait until it listens and (``ready_path``) answers 200."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, ws="none"
+        )
+    )
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    handle = ThreadedServer(name, port, server, thread)
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, f"{name} did not start"
+        time.sleep(0.01)
+    if ready_path is not None:
+        with httpx.Client(timeout=5) as http:
+            while http.get(handle.url + ready_path).status_code != 200:
+                assert time.monotonic() < deadline, f"{name} never said ready"
+                time.sleep(0.02)
+    return handle

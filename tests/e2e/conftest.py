@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,19 +19,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import free_port
+
 READY_TIMEOUT_S = 90.0  # the miner loads the real embedding model (and may export it to ONNX)
 STOP_TIMEOUT_S = 20.0
 _LOG_TAIL_CHARS = 60_000
 
 _MINERS: list[MinerProcess] = []  # every miner of this session, newest last
 _STARTED_BEFORE = pytest.StashKey[int]()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def miner_env(model_home: Path) -> dict[str, str]:

@@ -30,8 +30,8 @@ from engram.chain.local import LocalChain
 from engram.config import ChainParams, MinerConfig, ValidatorConfig
 from engram.miner.app import create_miner_app
 from engram.validator import Validator
-from tests.conftest import HashEmbedder
-from tests.e2e.conftest import MinerProcess, free_port, miner_env
+from tests.conftest import HashEmbedder, free_port
+from tests.e2e.conftest import MinerProcess, miner_env
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from engram.chain.local import LocalChain
 from engram.localnet import Localnet
 from engram.network.routing import closest
 from engram.validator.state import read_summary
-from tests.e2e.conftest import free_port
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 

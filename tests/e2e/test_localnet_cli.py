@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from engram.chain.local import LocalChain
-from tests.e2e.conftest import free_port, miner_env
+from tests.conftest import free_port
+from tests.e2e.conftest import miner_env
 
 pytestmark = pytest.mark.slow
 READY = "Ctrl-C stops everything"

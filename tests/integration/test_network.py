@@ -8,9 +8,6 @@ miner that just crashed would be. Everything embeds with the tiny hash embedder.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from engram.chain.local import LocalChain
@@ -31,64 +27,20 @@ from engram.miner.axon import Axon
 from engram.network.client import ReadReport, WriteReport
 from engram.network.routing import RouteCheck, closest
 from engram.sdk.client import EngramClient
-from tests.conftest import HashEmbedder
+from tests.conftest import HashEmbedder, ThreadedServer, free_port, serve_in_thread
 
 NETUID = 1
 MIN_STAKE = 1_000.0
 TEXTS = [f"note {i}: the network keeps three copies of everything ({i * 7})" for i in range(30)]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    name: str
-    port: int
-    server: uvicorn.Server
-    thread: threading.Thread
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-        assert not self.thread.is_alive(), f"{self.name} did not stop"
-
-
-def _serve(app: FastAPI, port: int, name: str, ready_path: str | None = "/health") -> Server:
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, access_log=False, ws="none"
-        )
-    )
-    thread = threading.Thread(target=server.run, name=name, daemon=True)
-    thread.start()
-    handle = Server(name, port, server, thread)
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, f"{name} did not start"
-        time.sleep(0.01)
-    if ready_path is not None:
-        with httpx.Client(timeout=5) as http:
-            while http.get(handle.url + ready_path).status_code != 200:
-                assert time.monotonic() < deadline, f"{name} never said ready"
-                time.sleep(0.02)
-    return handle
-
-
 @dataclass
 class Cluster:
     root: Path
     chain: LocalChain
-    miners: dict[str, Server]  # by hotkey
+    miners: dict[str, ThreadedServer]  # by hotkey
     axons: list[Axon]
-    extra: list[Server] = field(default_factory=list)
+    extra: list[ThreadedServer] = field(default_factory=list)
 
     def client(self, **kwargs: Any) -> EngramClient:
         return EngramClient.from_network(
@@ -104,20 +56,20 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     params = ChainParams(block_time_s=1.0, axon_ttl_blocks=10_000, min_validator_stake=MIN_STAKE)
     chain = LocalChain.create(tmp_path / "chain.sqlite", NETUID, params)
     chain.register(NETUID, "validator-hotkey", "validator-coldkey", stake=MIN_STAKE)
-    miners: dict[str, Server] = {}
+    miners: dict[str, ThreadedServer] = {}
     axons: list[Axon] = []
     c = Cluster(tmp_path, chain, miners, axons)
     try:
         for i in range(4):
             hotkey = f"miner-hotkey-{i}"
             uid = chain.register(NETUID, hotkey, f"miner-coldkey-{i}")
-            port = _free_port()
+            port = free_port()
             chain.serve_axon(NETUID, hotkey, "127.0.0.1", port)
             axon = Axon(chain, NETUID, hotkey, uid, "127.0.0.1", port, 0.5, RouteCheck(hotkey))
             config = MinerConfig(home=tmp_path / f"miner{i}", port=port, reader_threads=2)
             app = create_miner_app(config, embedder=HashEmbedder(), axon=axon)
             axons.append(axon)
-            miners[hotkey] = _serve(app, port, f"miner-{i}")
+            miners[hotkey] = serve_in_thread(app, port, f"miner-{i}")
         for axon in axons:  # every miner sees all four before the first write
             axon.announce()
         yield c
@@ -139,7 +91,7 @@ def _expected_records(tmp_path: Path, texts: list[str]) -> dict[str, Any]:
         local.close()
 
 
-def _held_by(miner: Server, namespace: str = "default") -> set[str]:
+def _held_by(miner: ThreadedServer, namespace: str = "default") -> set[str]:
     with httpx.Client(base_url=miner.url, timeout=10) as http:
         body = http.get("/list", params={"namespace": namespace, "limit": 1000}).json()
     return {r["cid"] for r in body["records"]}
@@ -262,9 +214,9 @@ def test_verify_drops_a_lying_miners_hits(cluster: Cluster) -> None:
 
     # The liar returns text 0's embedding and text under text 1's CID.
     embedding = HashEmbedder().encode([texts[0]])[0].tolist()
-    port = _free_port()
+    port = free_port()
     cluster.chain.register(NETUID, "liar-hotkey", "liar-coldkey")
-    cluster.extra.append(_serve(_liar_app(cids[1], embedding, texts[0]), port, "liar"))
+    cluster.extra.append(serve_in_thread(_liar_app(cids[1], embedding, texts[0]), port, "liar"))
     cluster.chain.serve_axon(NETUID, "liar-hotkey", "127.0.0.1", port)
 
     trusting = cluster.client()
@@ -292,11 +244,11 @@ def test_verify_drops_a_lying_miners_hits(cluster: Cluster) -> None:
 
 
 def test_the_gateway_fronts_the_whole_network(cluster: Cluster) -> None:
-    port = _free_port()
+    port = free_port()
     config = GatewayConfig(
         chain=cluster.chain.url, netuid=NETUID, port=port, home=cluster.root / "gateway"
     )
-    gateway = _serve(create_gateway_app(config, embedder=HashEmbedder()), port, "gateway")
+    gateway = serve_in_thread(create_gateway_app(config, embedder=HashEmbedder()), port, "gateway")
     cluster.extra.append(gateway)
 
     client = EngramClient(gateway.url)

@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-import uvicorn
 
 from engram.chain.keys import identity, new_wallet
 from engram.chain.local import LocalChain
@@ -37,7 +36,7 @@ from engram.network.client import Network
 from engram.network.routing import closest
 from engram.validator import Validator
 from engram.validator.state import MinerState, ValidatorState
-from tests.conftest import HashEmbedder, unit_vectors
+from tests.conftest import HashEmbedder, ThreadedServer, free_port, serve_in_thread, unit_vectors
 
 T = TypeVar("T")
 NETUID = 1
@@ -52,28 +51,26 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class MinerHandle:
     hotkey: str
     home: Path
-    port: int
-    server: uvicorn.Server
-    thread: threading.Thread
+    http: ThreadedServer
+
+    @property
+    def port(self) -> int:
+        return self.http.port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.http.url
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self.http.thread
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-        assert not self.thread.is_alive(), f"miner {self.hotkey} did not stop"
+        self.http.stop()
 
     def cids(self, namespace: str) -> set[str]:
         with httpx.Client(base_url=self.url, timeout=10) as http:
@@ -82,27 +79,11 @@ class MinerHandle:
 
 
 def _start_miner(home: Path, hotkey: str) -> MinerHandle:
-    port = _free_port()
+    port = free_port()
     app = create_miner_app(
         MinerConfig(home=home, port=port, reader_threads=4), embedder=HashEmbedder()
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, access_log=False, ws="none"
-        )
-    )
-    thread = threading.Thread(target=server.run, name=f"miner-{hotkey}", daemon=True)
-    thread.start()
-    handle = MinerHandle(hotkey, home, port, server, thread)
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    with httpx.Client(timeout=5) as http:
-        while http.get(handle.url + "/health").status_code != 200:
-            assert time.monotonic() < deadline, "the miner never said ready"
-            time.sleep(0.02)
-    return handle
+    return MinerHandle(hotkey, home, serve_in_thread(app, port, f"miner-{hotkey}"))
 
 
 @dataclass
@@ -447,7 +428,7 @@ def test_run_drives_every_cadence_until_cancelled(cluster: Cluster) -> None:
 
 
 def test_serve_validator_stops_cleanly_on_sigterm(cluster: Cluster) -> None:
-    port = _free_port()
+    port = free_port()
     config = cluster.config(
         score_interval_s=0.2, challenge_interval_s=0.2, weights_interval_s=0.2, port=port
     )
