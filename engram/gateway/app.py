@@ -25,7 +25,7 @@ from engram.cid import parse_cid
 from engram.config import GatewayConfig, Limits, NetworkConfig, load_config
 from engram.embed import Embedder
 from engram.errors import EngramError, InvalidRequestError, NotFoundError, QuorumError
-from engram.miner.service import item_from_request
+from engram.miner.service import item_from_request, items_from_batch
 from engram.network.client import Network, WriteReport
 from engram.protocol import (
     BatchIngestRequest,
@@ -105,27 +105,22 @@ def create_gateway_app(
     )
     async def batch_ingest(request: Request) -> dict[str, Any]:
         body = await parse_body(request, BatchIngestRequest)
+        items, invalid = items_from_batch(body.items)
+        reports = iter(await net(request).ingest(items))
         cids: list[str | None] = []
         errors: list[str | None] = []
         replicas: list[list[str]] = []
-        items, slots = [], []
-        for req in body.items:
-            try:
-                items.append(item_from_request(req))
-                slots.append(len(cids))
-                cids.append(None)
+        for outcome in (next(reports) if e is None else e for e in invalid):
+            if isinstance(outcome, WriteReport) and outcome.ok:
+                cids.append(outcome.cid)
                 errors.append(None)
-            except EngramError as exc:
-                cids.append(None)
-                errors.append(exc.message)
-            replicas.append([])
-        for slot, report in zip(slots, await net(request).ingest(items), strict=True):
-            if isinstance(report, EngramError):
-                errors[slot] = report.message
-            elif not report.ok:
-                errors[slot] = report.error
+                replicas.append(list(outcome.acked))
             else:
-                cids[slot], replicas[slot] = report.cid, list(report.acked)
+                cids.append(None)
+                errors.append(
+                    outcome.message if isinstance(outcome, EngramError) else outcome.error
+                )
+                replicas.append([])
         return {"cids": cids, "errors": errors, "replicas": replicas}
 
     @app.post(

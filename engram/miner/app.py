@@ -26,7 +26,7 @@ from engram.embed import Embedder
 from engram.errors import EngramError, UnavailableError
 from engram.memory import Memory
 from engram.miner.axon import Axon, join_subnet
-from engram.miner.service import MinerService, item_from_request
+from engram.miner.service import MinerService, item_from_request, items_from_batch
 from engram.proofs import Challenge
 from engram.protocol import (
     BatchIngestRequest,
@@ -144,17 +144,10 @@ def create_miner_app(
     async def batch_ingest(request: Request) -> dict[str, Any]:
         body = await parse_body(request, BatchIngestRequest)
         runtime = rt(request)
-        outcomes: list[Any] = []
-        items = []
-        for req in body.items:
-            try:
-                items.append(item_from_request(req))
-                outcomes.append(None)
-            except EngramError as exc:
-                outcomes.append(exc)
+        items, errors = items_from_batch(body.items)
         prepared = await runtime.read(runtime.service.prepare, items)
         stored = iter(await runtime.write(runtime.service.commit, prepared))
-        outcomes = [next(stored) if o is None else o for o in outcomes]
+        outcomes = [next(stored) if e is None else e for e in errors]
         return {
             "cids": [o if isinstance(o, str) else None for o in outcomes],
             "errors": [str(o) if isinstance(o, Exception) else None for o in outcomes],

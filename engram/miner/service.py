@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from engram import __version__
-from engram.errors import InvalidRequestError, NotAReplicaError, NotFoundError
+from engram.errors import EngramError, InvalidRequestError, NotAReplicaError, NotFoundError
 from engram.memory import IngestItem, Memory
 from engram.network.routing import RouteCheck
 from engram.proofs import Challenge, ChallengeResponse, InclusionProof, MerkleTree, respond
@@ -34,6 +34,21 @@ def item_from_request(req: IngestRequest) -> IngestItem:
         namespace=req.namespace,
         model_version=req.model_version,
     )
+
+
+def items_from_batch(
+    requests: Sequence[IngestRequest],
+) -> tuple[list[IngestItem], list[EngramError | None]]:
+    """A batch's valid items, and per request its error (``None`` where an item was made)."""
+    items: list[IngestItem] = []
+    errors: list[EngramError | None] = []
+    for req in requests:
+        try:
+            items.append(item_from_request(req))
+            errors.append(None)
+        except EngramError as exc:
+            errors.append(exc)
+    return items, errors
 
 
 class MinerService:
