@@ -50,10 +50,12 @@ class Child:
     args: list[str]
     env: dict[str, str]
 
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM, then SIGKILL if it has not stopped within ``timeout_s``."""
+    def terminate(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Until it exits; SIGKILL if it has not within ``timeout_s``."""
         try:
             self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -142,7 +144,8 @@ class Localnet:
     def restart(self, name: str) -> Child:
         """Stop one child and start it again with the same arguments and data."""
         old = next(c for c in self.children if c.name == name)
-        old.stop()
+        old.terminate()
+        old.wait()
         self.children.remove(old)
         return self._spawn(old.name, old.url, old.args, old.env)
 
@@ -232,9 +235,8 @@ class Localnet:
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM every child (gateway first, miners last), then SIGKILL what is left."""
         for child in reversed(self.children):
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
+            child.terminate()
         deadline = time.monotonic() + timeout_s
         for child in reversed(self.children):
-            child.stop(max(0.1, deadline - time.monotonic()))
+            child.wait(max(0.1, deadline - time.monotonic()))
         self.children.clear()

@@ -192,7 +192,8 @@ def test_validator_restart_keeps_scores_and_history(net: Localnet, stored: list[
 
     _wait(after_two_rounds, 60, "two scoring rounds")
     child = next(c for c in net.children if c.name == "validator")
-    child.stop()
+    child.terminate()
+    child.wait()
     before = read_summary(net.home / "validator")  # what the stopped validator left on disk
     net.restart("validator")
     net.wait_ready()
