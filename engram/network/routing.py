@@ -7,7 +7,9 @@ computes the same answer from the same metagraph, with no coordination.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import heapq
 from collections.abc import Iterable, Sequence
 
 from engram.chain.base import Metagraph, Neuron
@@ -15,6 +17,7 @@ from engram.chain.base import Metagraph, Neuron
 REPLICAS = 3
 
 
+@functools.lru_cache(maxsize=65_536)  # hotkeys are few and long-lived; CIDs are not
 def node_id(hotkey: str) -> int:
     return int.from_bytes(hashlib.sha256(hotkey.encode()).digest(), "big")
 
@@ -30,8 +33,11 @@ def distance(hotkey: str, cid: str) -> int:
 def closest(cid: str, miners: Iterable[Neuron], count: int | None = None) -> list[Neuron]:
     """``miners`` ordered by XOR distance to ``cid`` (ties by uid), the first ``count`` of them."""
     key = key_id(cid)
-    ordered = sorted(miners, key=lambda n: (node_id(n.hotkey) ^ key, n.uid))
-    return ordered if count is None else ordered[:count]
+
+    def order(n: Neuron) -> tuple[int, int]:
+        return node_id(n.hotkey) ^ key, n.uid
+
+    return sorted(miners, key=order) if count is None else heapq.nsmallest(count, miners, order)
 
 
 def replicas(cid: str, miners: Sequence[Neuron], r: int = REPLICAS) -> list[Neuron]:
@@ -52,20 +58,23 @@ class RouteCheck:
         self.hotkey = hotkey
         self.r = r
         self.metagraph: Metagraph | None = None
+        self._groups: tuple[list[Neuron], list[Neuron]] = ([], [])
 
     def update(self, metagraph: Metagraph) -> None:
         self.metagraph = metagraph
+        # Both groups change only with the metagraph, not with each write.
+        self._groups = (
+            metagraph.serving(),
+            [n for n in metagraph.neurons if n.axon_url is not None],
+        )
 
     def replicas(self, cid: str) -> list[Neuron]:
         assert self.metagraph is not None
-        return closest(cid, self.metagraph.serving(), self.r)
+        return closest(cid, self._groups[0], self.r)
 
     def accepts(self, cid: str) -> bool:
         if self.metagraph is None:
             return True
-        announced = [n for n in self.metagraph.neurons if n.axon_url is not None]
         return any(
-            n.hotkey == self.hotkey
-            for group in (self.metagraph.serving(), announced)
-            for n in closest(cid, group, self.r)
+            n.hotkey == self.hotkey for group in self._groups for n in closest(cid, group, self.r)
         )
