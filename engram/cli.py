@@ -98,6 +98,10 @@ WalletPathOption = Annotated[
         show_default=False,
     ),
 ]
+LogLevelOption = Annotated[
+    str | None,
+    typer.Option(help="debug, info, warning or error [ENGRAM_LOG_LEVEL]", show_default=False),
+]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="print machine-readable JSON on stdout, nothing else")
 ]
@@ -476,10 +480,7 @@ def miner(
     home: Annotated[
         Path | None, typer.Option(help="data directory [ENGRAM_HOME]", show_default=False)
     ] = None,
-    log_level: Annotated[
-        str | None,
-        typer.Option(help="debug, info, warning or error [ENGRAM_LOG_LEVEL]", show_default=False),
-    ] = None,
+    log_level: LogLevelOption = None,
     reader_threads: Annotated[
         int | None,
         typer.Option(help="threads that serve queries [ENGRAM_READER_THREADS]", show_default=False),
@@ -559,10 +560,7 @@ def validator(
         int | None,
         typer.Option(help="port of the status API, /api/scores [ENGRAM_PORT]", show_default=False),
     ] = None,
-    log_level: Annotated[
-        str | None,
-        typer.Option(help="debug, info, warning or error [ENGRAM_LOG_LEVEL]", show_default=False),
-    ] = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run a validator: score miners on recall, latency and proofs, repair, set weights.
 
@@ -607,10 +605,7 @@ def gateway(
             show_default=False,
         ),
     ] = None,
-    log_level: Annotated[
-        str | None,
-        typer.Option(help="debug, info, warning or error [ENGRAM_LOG_LEVEL]", show_default=False),
-    ] = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run a gateway: the miner protocol in front of the whole network, plus /api/network."""
     try:
