@@ -5,6 +5,7 @@ __version__ = "0.1.0"  # first: modules imported below read it
 from engram import errors
 from engram.records import QueryResult, Record
 from engram.sdk import AsyncEngramClient, BatchResult, EngramClient, FileIngestReport
+from engram.security.sealing import SealKey
 
 __all__ = [
     "AsyncEngramClient",
@@ -13,6 +14,7 @@ __all__ = [
     "FileIngestReport",
     "QueryResult",
     "Record",
+    "SealKey",
     "__version__",
     "errors",
 ]

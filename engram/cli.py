@@ -91,6 +91,15 @@ WalletOption = Annotated[
     str | None,
     typer.Option(help="wallet as NAME/HOTKEY [ENGRAM_WALLET]", show_default=False),
 ]
+SignerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--wallet",
+        help="sign requests with this wallet's hotkey, as NAME/HOTKEY (needed to delete, "
+        "and to use a private namespace)",
+        show_default=False,
+    ),
+]
 WalletPathOption = Annotated[
     Path | None,
     typer.Option(
@@ -101,6 +110,15 @@ WalletPathOption = Annotated[
 LogLevelOption = Annotated[
     str | None,
     typer.Option(help="debug, info, warning or error [ENGRAM_LOG_LEVEL]", show_default=False),
+]
+RequireSignaturesOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--require-signatures/--allow-unsigned",
+        help="refuse unsigned requests, public reads and ingest included "
+        "[ENGRAM_REQUIRE_SIGNATURES]",
+        show_default=False,
+    ),
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="print machine-readable JSON on stdout, nothing else")
@@ -147,16 +165,25 @@ def _cli_errors() -> Iterator[None]:
 
 
 @contextmanager
-def _open_client(url: str | None, home: Path | None) -> Iterator[EngramClient]:
+def _open_client(
+    url: str | None,
+    home: Path | None,
+    wallet: str | None = None,
+    wallet_path: Path | None = None,
+) -> Iterator[EngramClient]:
     """The one place that picks the mode: a node (``--url``/``ENGRAM_URL``) or the embedded store.
 
     An explicit ``--home`` outranks ``ENGRAM_URL``; ``--url`` with ``--home`` is a usage error.
+    With ``--wallet`` every request is signed by that hotkey.
     """
+    from engram.chain.keys import open_wallet
+
     if url and home is not None:
         _usage_error("give --url (a node) or --home (the embedded store), not both")
     if not url and home is None:
         url = engram_url()
-    client = EngramClient(url) if url else EngramClient(path=home)
+    signer = open_wallet(wallet, wallet_path or default_wallet_path()) if wallet else None
+    client = EngramClient(url, wallet=signer) if url else EngramClient(path=home, wallet=signer)
     with client:
         yield client
 
@@ -336,6 +363,8 @@ def ingest(
     namespace: NamespaceOption = None,
     url: UrlOption = None,
     home: HomeOption = None,
+    wallet: SignerOption = None,
+    wallet_path: WalletPathOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Store TEXT (or every line of --file) and print its CID."""
@@ -344,7 +373,7 @@ def ingest(
     if file is not None and metadata:
         _usage_error("--metadata applies to TEXT; in a --file put metadata on each line")
     meta = _parse_metadata(metadata or [])
-    with _cli_errors(), _open_client(url, home) as client:
+    with _cli_errors(), _open_client(url, home, wallet, wallet_path) as client:
         if file is not None:
             report = client.batch_ingest_file(
                 file, namespace=namespace, batch_size=batch_size, progress=not json_output
@@ -379,11 +408,13 @@ def query(
     namespace: NamespaceOption = None,
     url: UrlOption = None,
     home: HomeOption = None,
+    wallet: SignerOption = None,
+    wallet_path: WalletPathOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Find the records nearest in meaning to TEXT, best first."""
     where = _parse_filter(filter)
-    with _cli_errors(), _open_client(url, home) as client:
+    with _cli_errors(), _open_client(url, home, wallet, wallet_path) as client:
         results = client.query(text, top_k=top_k, filter=where, namespace=namespace)
     if json_output:
         _print_json([r.to_dict() for r in results])
@@ -413,10 +444,12 @@ def get(
     namespace: NamespaceOption = None,
     url: UrlOption = None,
     home: HomeOption = None,
+    wallet: SignerOption = None,
+    wallet_path: WalletPathOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Show one record; with --json the whole record, embedding included."""
-    with _cli_errors(), _open_client(url, home) as client:
+    with _cli_errors(), _open_client(url, home, wallet, wallet_path) as client:
         record = client.get(cid, namespace=namespace)
     if record is None:
         _fail(f"not found: no record {cid} in namespace {namespace or DEFAULT_NAMESPACE}")
@@ -441,10 +474,12 @@ def delete(
     namespace: NamespaceOption = None,
     url: UrlOption = None,
     home: HomeOption = None,
+    wallet: SignerOption = None,
+    wallet_path: WalletPathOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Delete one record; exits 1 if it is not there."""
-    with _cli_errors(), _open_client(url, home) as client:
+    with _cli_errors(), _open_client(url, home, wallet, wallet_path) as client:
         client.delete(cid, namespace=namespace)
     if json_output:
         _print_json({"cid": cid, "namespace": namespace or DEFAULT_NAMESPACE, "deleted": True})
@@ -456,10 +491,12 @@ def delete(
 def status(
     url: UrlOption = None,
     home: HomeOption = None,
+    wallet: SignerOption = None,
+    wallet_path: WalletPathOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Show the stats of the embedded store or of the node."""
-    with _cli_errors(), _open_client(url, home) as client:
+    with _cli_errors(), _open_client(url, home, wallet, wallet_path) as client:
         stats = client.stats()
     if json_output:
         _print_json(stats)
@@ -467,6 +504,66 @@ def status(
     out = _stdout()
     for part in _render_stats(stats):
         out.print(part)
+
+
+PermissionOption = Annotated[
+    str, typer.Option("--permission", "-p", help="read or write (write includes delete)")
+]
+
+
+def _set_grant(
+    granted: bool,
+    hotkey: str,
+    permission: str,
+    namespace: str | None,
+    url: str | None,
+    home: Path | None,
+    wallet: str | None,
+    wallet_path: Path | None,
+    json_output: bool,
+) -> None:
+    if namespace is None:
+        _usage_error("name the private namespace with --namespace")
+    with _cli_errors(), _open_client(url, home, wallet, wallet_path) as client:
+        change = client.grant if granted else client.revoke
+        info = change(hotkey, permission, namespace=namespace)
+    if json_output:
+        _print_json(info)
+        return
+    out = _stdout()
+    out.print(f"namespace {escape(info['namespace'])} · owner {escape(str(info['owner']))}")
+    for g in info["grants"]:
+        out.print(f"  {escape(g['hotkey'])}  {g['permission']}")
+
+
+@app.command()
+def grant(
+    hotkey: Annotated[str, typer.Argument(help="the SS58 hotkey to let in")],
+    permission: PermissionOption = "read",
+    namespace: NamespaceOption = None,
+    url: UrlOption = None,
+    home: HomeOption = None,
+    wallet: SignerOption = None,
+    wallet_path: WalletPathOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Let another hotkey read or write a namespace your wallet owns (shared agent memory)."""
+    _set_grant(True, hotkey, permission, namespace, url, home, wallet, wallet_path, json_output)
+
+
+@app.command()
+def revoke(
+    hotkey: Annotated[str, typer.Argument(help="the SS58 hotkey to shut out")],
+    permission: PermissionOption = "read",
+    namespace: NamespaceOption = None,
+    url: UrlOption = None,
+    home: HomeOption = None,
+    wallet: SignerOption = None,
+    wallet_path: WalletPathOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Take back a grant; it takes effect on the next request."""
+    _set_grant(False, hotkey, permission, namespace, url, home, wallet, wallet_path, json_output)
 
 
 @app.command()
@@ -516,6 +613,7 @@ def miner(
             show_default=False,
         ),
     ] = None,
+    require_signatures: RequireSignaturesOption = None,
 ) -> None:
     """Run a miner: an HTTP node over a durable local store; with --chain, on a subnet."""
     try:
@@ -534,6 +632,7 @@ def miner(
             external_ip=external_ip,
             accept_unrouted=accept_unrouted,
             sync_interval_s=sync_interval_s,
+            require_signatures=require_signatures,
         )
     except EngramError as exc:
         _usage_error(exc.message)

@@ -144,6 +144,32 @@ class MinerConfig:
         default=12.0,
         metadata={"help": "how often the metagraph is re-read and the axon re-announced"},
     )
+    require_signatures: bool = field(
+        default=False,
+        metadata={"help": "refuse unsigned requests, public reads and ingest included"},
+    )
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """A node's signature window and token buckets (per verified hotkey, else per IP)."""
+
+    rate_limits: bool = field(default=True, metadata={"help": "apply the rate limits at all"})
+    ingest_per_s: float = field(default=200.0, metadata={"help": "records ingested per second"})
+    ingest_burst: float = field(default=2_000.0, metadata={"help": "records ingested at once"})
+    query_per_s: float = field(default=50.0, metadata={"help": "reads per second"})
+    query_burst: float = field(default=200.0, metadata={"help": "reads at once"})
+    challenge_per_s: float = field(default=20.0, metadata={"help": "challenges per second"})
+    challenge_burst: float = field(default=100.0, metadata={"help": "challenges at once"})
+    validator_factor: float = field(
+        default=10.0, metadata={"help": "budget multiplier of a hotkey with a validator permit"}
+    )
+    signature_max_age_s: float = field(
+        default=10.0, metadata={"help": "how old a signed request may be (its replay window)"}
+    )
+    max_tracked_callers: int = field(
+        default=100_000, metadata={"help": "callers whose buckets are remembered"}
+    )
 
 
 @dataclass(frozen=True)
@@ -234,6 +260,10 @@ class GatewayConfig:
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     validator_url: str | None = field(
         default=None, metadata={"help": "a validator's HTTP address, for scores in /api/network"}
+    )
+    max_upload_bytes: int = field(
+        default=8 * 1024 * 1024,
+        metadata={"help": "bytes of one file (PDF, text, Markdown) uploaded in the web playground"},
     )
 
 

@@ -20,6 +20,7 @@ the same class (:func:`error_from_wire`)::
     ├── PayloadTooLargeError         413 payload_too_large
     ├── CIDMismatchError             422 cid_mismatch
     ├── ProofError                   422 proof_failed
+    ├── SealError                    422 seal_failed        (wrong key, altered or moved record)
     ├── RateLimitedError             429 rate_limited
     ├── StorageError                 500 storage_error
     └── UpstreamError                502 upstream_error
@@ -119,9 +120,18 @@ class ProofError(EngramError):
     status = 422
 
 
+class SealError(EngramError):
+    code = "seal_failed"
+    status = 422
+
+
 class RateLimitedError(EngramError):
     code = "rate_limited"
     status = 429
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class StorageError(EngramError):

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from engram.config import DEFAULT_NAMESPACE, MODEL_VERSION, Limits
+from engram.config import MODEL_VERSION, Limits
 from engram.embed import Embedder, get_embedder
 from engram.errors import EngramError, InvalidRequestError, NotFoundError
-from engram.records import QueryResult, Record, check_text
+from engram.records import QueryResult, Record, check_namespace, check_text
+from engram.security.access import OPERATOR, Caller, NamespaceAccess, Permission
 from engram.store import Store
 
 
@@ -31,10 +32,16 @@ class IngestItem:
 
 
 class Memory:
-    """Ingest and query by text or vector over one :class:`Store`."""
+    """Ingest and query by text or vector over one :class:`Store`, as one caller or another.
+
+    Every method takes the :class:`Caller` it acts for and applies the
+    namespace rules of :mod:`engram.security.access` first; the default is
+    the store's operator, who may do anything to its own files.
+    """
 
     def __init__(self, store: Store, embedder: Embedder | None = None) -> None:
         self.store = store
+        self.access = NamespaceAccess(store.db)
         self._embedder = embedder
 
     @property
@@ -52,19 +59,71 @@ class Memory:
         """Embed texts (one batch) and build each record; a bad item yields its error."""
         return prepare_records(items, lambda: self.embedder, self.store.record, self.store.limits)
 
-    def commit(self, prepared: Sequence[Record | EngramError]) -> list[str | EngramError]:
-        """Store the prepared records in one transaction; errors pass through in place."""
-        records = [p for p in prepared if isinstance(p, Record)]
-        cids = iter(self.store.put(records))
-        return [next(cids) if isinstance(p, Record) else p for p in prepared]
+    def commit(
+        self, prepared: Sequence[Record | EngramError], caller: Caller = OPERATOR
+    ) -> list[str | EngramError]:
+        """Store the prepared records in one transaction; errors pass through in place.
 
-    def ingest(self, items: Sequence[IngestItem]) -> list[str | EngramError]:
-        return self.commit(self.prepare(items))
+        A record in a namespace the caller may not write fails alone.
+        """
+        refused: dict[str, EngramError | None] = {}
+        for ns in {p.namespace for p in prepared if isinstance(p, Record)}:
+            try:
+                self.access.admit_write(caller, ns)
+                refused[ns] = None
+            except EngramError as exc:
+                refused[ns] = exc
+        outcome = [(refused[p.namespace] or p) if isinstance(p, Record) else p for p in prepared]
+        records = [p for p in outcome if isinstance(p, Record)]
+        cids = iter(self.store.put(records, writer=caller.hotkey))
+        return [next(cids) if isinstance(p, Record) else p for p in outcome]
 
-    def delete(self, cid: str, namespace: str | None) -> None:
+    def ingest(
+        self, items: Sequence[IngestItem], caller: Caller = OPERATOR
+    ) -> list[str | EngramError]:
+        return self.commit(self.prepare(items), caller)
+
+    def delete(self, cid: str, namespace: str | None, caller: Caller = OPERATOR) -> None:
         """Delete a record, or raise :class:`NotFoundError` naming where it was looked for."""
-        if not self.store.delete(cid, namespace):
-            raise NotFoundError(f"no record {cid} in namespace {namespace or DEFAULT_NAMESPACE}")
+        ns = check_namespace(namespace, self.store.limits)
+        self.access.admit_delete(caller, ns, cid)
+        if not self.store.delete(cid, ns):
+            raise NotFoundError(f"no record {cid} in namespace {ns}")
+
+    def get(self, cid: str, namespace: str | None, caller: Caller = OPERATOR) -> Record | None:
+        ns = check_namespace(namespace, self.store.limits)
+        self.access.require(caller, ns, Permission.READ)
+        return self.store.get(cid, ns)
+
+    def find(self, cid: str, caller: Caller = OPERATOR) -> Record | None:
+        """The oldest copy of ``cid`` the caller may read; copies it may not are never named."""
+        for record in self.store.find_all(cid):
+            if self.access.can(caller, record.namespace, Permission.READ):
+                return record
+        return None
+
+    def list(
+        self, namespace: str | None, limit: int, offset: int, caller: Caller = OPERATOR
+    ) -> list[Record]:
+        ns = check_namespace(namespace, self.store.limits)
+        self.access.require(caller, ns, Permission.READ)
+        return self.store.list(ns, limit, offset)
+
+    def count(self, namespace: str | None, caller: Caller = OPERATOR) -> int:
+        """Records in a namespace the caller may read, or in the whole store (a number only)."""
+        if namespace is None:
+            return self.store.count()
+        ns = check_namespace(namespace, self.store.limits)
+        self.access.require(caller, ns, Permission.READ)
+        return self.store.count(ns)
+
+    def namespaces(self, caller: Caller = OPERATOR) -> dict[str, int]:
+        """Record counts of the namespaces the caller may read (private names stay hidden)."""
+        return {
+            ns: n
+            for ns, n in self.store.namespaces().items()
+            if self.access.can(caller, ns, Permission.READ)
+        }
 
     def embed_query(self, text: str) -> np.ndarray:
         check_text(text, self.store.limits, required=True)
@@ -78,10 +137,12 @@ class Memory:
         filter: Mapping[str, Any] | None = None,
         namespace: str | None = None,
         include_embedding: bool = False,
+        caller: Caller = OPERATOR,
     ) -> list[QueryResult]:
         """Search by ``vector``, or by ``text`` embedded with the canonical model."""
         if (text is None) == (vector is None):
             raise InvalidRequestError("give exactly one of query text or query vector")
+        self.access.require(caller, check_namespace(namespace, self.store.limits), Permission.READ)
         if vector is None:
             vector = self.embed_query(text or "")
         return self.store.search(vector, top_k, filter, namespace, include_embedding)

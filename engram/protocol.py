@@ -9,11 +9,12 @@ built, with the same messages in every mode.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engram.config import MODEL_VERSION, Limits
+from engram.security.access import Permission
 
 _LIMITS = Limits()
 
@@ -141,6 +142,23 @@ class StatsResponse(_Wire):
     query_latency_p50_ms: float | None
     query_latency_p99_ms: float | None
     index: dict[str, dict[str, int]]
+
+
+class GrantRequest(_Wire):
+    hotkey: str = Field(max_length=64)
+    permission: Permission
+
+
+class GrantOut(_Wire):
+    hotkey: str
+    permission: Literal["read", "write"]
+
+
+class NamespaceInfo(_Wire):
+    namespace: str
+    owner: str | None  # None: a public namespace
+    private: bool
+    grants: list[GrantOut]  # shown to the owner only
 
 
 class ErrorBody(_Wire):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import threading
 import time
@@ -19,6 +20,12 @@ import uvicorn
 from engram.store import Store
 
 DIM = 384
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every test talks from one loopback address, far beyond one client's budget; the rate
+    # limits have their own tests (tests/integration/test_security.py) with explicit settings.
+    os.environ["ENGRAM_RATE_LIMITS"] = "0"
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ from prometheus_client import Gauge
 
 from engram import __version__
 from engram.cid import parse_cid
-from engram.config import Limits, MinerConfig, StoreConfig
+from engram.config import Limits, MinerConfig, SecurityConfig, StoreConfig, load_config
 from engram.embed import Embedder
 from engram.errors import EngramError, UnavailableError
 from engram.memory import Memory
@@ -36,17 +36,22 @@ from engram.protocol import (
     CommitmentResponse,
     CountResponse,
     DeleteResponse,
+    GrantRequest,
     HealthResponse,
     InclusionProofOut,
     IngestRequest,
     IngestResponse,
     ListResponse,
+    NamespaceInfo,
     QueryRequest,
     QueryResponse,
     RecordOut,
     StatsResponse,
 )
+from engram.security.access import Permission
+from engram.security.ratelimit import Budget
 from engram.server.app import configure_logging, create_app, json_body_doc, parse_body
+from engram.server.gate import Gate
 from engram.store import Store
 
 log = logging.getLogger("engram.miner")
@@ -92,6 +97,7 @@ def create_miner_app(
     limits: Limits | None = None,
     embedder: Embedder | None = None,
     axon: Axon | None = None,
+    security: SecurityConfig | None = None,
 ) -> FastAPI:
     """The miner app over a store under ``config.home``; opened and closed with the app.
 
@@ -119,6 +125,12 @@ def create_miner_app(
             log.info("miner stopped; store closed")
 
     app = create_app("Engram miner", __version__, limits, lifespan=lifespan)
+    gate = Gate(
+        security or load_config(SecurityConfig),
+        config.require_signatures,
+        hotkey=axon.hotkey if axon is not None else None,
+        validators=(lambda: axon.validators) if axon is not None else frozenset,
+    )
     records_gauge = Gauge("engram_records", "records stored", registry=app.state.metrics.registry)
 
     def rt(request: Request) -> _Runtime:
@@ -129,9 +141,10 @@ def create_miner_app(
     )
     async def ingest(request: Request) -> dict[str, Any]:
         body = await parse_body(request, IngestRequest)
+        caller = await gate.admit(request, Budget.INGEST)
         runtime = rt(request)
         prepared = await runtime.read(runtime.service.prepare, [item_from_request(body)])
-        (outcome,) = await runtime.write(runtime.service.commit, prepared)
+        (outcome,) = await runtime.write(runtime.service.commit, prepared, caller)
         if isinstance(outcome, Exception):
             raise outcome
         return {"cid": outcome, "error": None}
@@ -143,10 +156,11 @@ def create_miner_app(
     )
     async def batch_ingest(request: Request) -> dict[str, Any]:
         body = await parse_body(request, BatchIngestRequest)
+        caller = await gate.admit(request, Budget.INGEST, cost=len(body.items))
         runtime = rt(request)
         items, errors = items_from_batch(body.items)
         prepared = await runtime.read(runtime.service.prepare, items)
-        stored = iter(await runtime.write(runtime.service.commit, prepared))
+        stored = iter(await runtime.write(runtime.service.commit, prepared, caller))
         outcomes = [next(stored) if e is None else e for e in errors]
         return {
             "cids": [o if isinstance(o, str) else None for o in outcomes],
@@ -161,6 +175,7 @@ def create_miner_app(
     )
     async def query(request: Request) -> dict[str, Any]:
         body = await parse_body(request, QueryRequest)
+        caller = await gate.admit(request, Budget.QUERY)
         runtime = rt(request)
         results, latency_ms = await runtime.read(
             runtime.service.query,
@@ -170,6 +185,7 @@ def create_miner_app(
             body.filter,
             body.namespace,
             body.include_embedding,
+            caller,
         )
         return {"results": [r.to_dict() for r in results], "latency_ms": latency_ms}
 
@@ -181,23 +197,26 @@ def create_miner_app(
     async def challenge(request: Request) -> dict[str, str]:
         body = await parse_body(request, ChallengeRequest)
         parse_cid(body.cid)
+        caller = await gate.admit(request, Budget.CHALLENGE)
         runtime = rt(request)
         answer = await runtime.read(
-            runtime.service.challenge, Challenge(body.cid, body.nonce_hex, body.expires_at)
+            runtime.service.challenge, Challenge(body.cid, body.nonce_hex, body.expires_at), caller
         )
         return {"embedding_hash": answer.embedding_hash, "proof": answer.proof}
 
     @app.get("/retrieve/{cid}", response_model=RecordOut)
     async def retrieve(cid: str, request: Request, namespace: str | None = None) -> dict[str, Any]:
         parse_cid(cid)
+        caller = await gate.admit(request, Budget.QUERY)
         runtime = rt(request)
-        return _record_out(await runtime.read(runtime.service.retrieve, cid, namespace))
+        return _record_out(await runtime.read(runtime.service.retrieve, cid, namespace, caller))
 
     @app.delete("/records/{cid}", response_model=DeleteResponse)
     async def delete(cid: str, request: Request, namespace: str | None = None) -> dict[str, Any]:
         parse_cid(cid)
+        caller = await gate.admit(request, Budget.INGEST)
         runtime = rt(request)
-        await runtime.write(runtime.service.delete, cid, namespace)
+        await runtime.write(runtime.service.delete, cid, namespace, caller)
         return {"cid": cid, "deleted": True}
 
     @app.get("/list", response_model=ListResponse)
@@ -207,9 +226,10 @@ def create_miner_app(
         offset: int = Query(0, ge=0),
         namespace: str | None = None,
     ) -> dict[str, Any]:
-        store = rt(request).service.store
-        records = await rt(request).read(store.list, namespace, limit, offset)
-        total = await rt(request).read(store.count, namespace or "default")
+        caller = await gate.admit(request, Budget.QUERY)
+        service = rt(request).service
+        records = await rt(request).read(service.list, namespace, limit, offset, caller)
+        total = await rt(request).read(service.count, namespace or "default", caller)
         return {
             "records": [_record_out(r) for r in records],
             "total": total,
@@ -219,10 +239,39 @@ def create_miner_app(
 
     @app.get("/count", response_model=CountResponse)
     async def count(request: Request, namespace: str | None = None) -> dict[str, Any]:
+        caller = await gate.admit(request, Budget.QUERY)
         return {
-            "count": await rt(request).read(rt(request).service.store.count, namespace),
+            "count": await rt(request).read(rt(request).service.count, namespace, caller),
             "namespace": namespace,
         }
+
+    @app.get("/namespaces/{namespace}", response_model=NamespaceInfo)
+    async def namespace_info(namespace: str, request: Request) -> dict[str, Any]:
+        caller = await gate.admit(request, Budget.QUERY)
+        return await rt(request).read(rt(request).service.describe, caller, namespace)
+
+    @app.post(
+        "/namespaces/{namespace}/grants",
+        response_model=NamespaceInfo,
+        openapi_extra=json_body_doc(GrantRequest),
+    )
+    async def grant(namespace: str, request: Request) -> dict[str, Any]:
+        body = await parse_body(request, GrantRequest)
+        caller = await gate.admit(request, Budget.INGEST)
+        runtime = rt(request)
+        return await runtime.write(
+            runtime.service.set_grant, caller, namespace, body.hotkey, body.permission, True
+        )
+
+    @app.delete("/namespaces/{namespace}/grants/{hotkey}", response_model=NamespaceInfo)
+    async def revoke(
+        namespace: str, hotkey: str, request: Request, permission: Permission
+    ) -> dict[str, Any]:
+        caller = await gate.admit(request, Budget.INGEST)
+        runtime = rt(request)
+        return await runtime.write(
+            runtime.service.set_grant, caller, namespace, hotkey, permission, False
+        )
 
     @app.get("/commitment", response_model=CommitmentResponse)
     async def commitment(request: Request) -> dict[str, Any]:

@@ -26,11 +26,14 @@ class Axon:
     port: int
     interval_s: float
     route: RouteCheck
+    validators: frozenset[str] = frozenset()  # hotkeys with a permit: larger budgets, challenges
 
     def announce(self) -> None:
         """Re-announce the axon (the heartbeat routing looks at) and re-read the metagraph."""
         self.chain.serve_axon(self.netuid, self.hotkey, self.ip, self.port)
-        self.route.update(self.chain.metagraph(self.netuid))
+        graph = self.chain.metagraph(self.netuid)
+        self.route.update(graph)
+        self.validators = frozenset(n.hotkey for n in graph.neurons if n.validator_permit)
 
     async def keep_announced(self) -> None:
         """Every ``interval_s``; if the chain is unreachable, keep serving and retry with backoff."""

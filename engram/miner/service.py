@@ -11,12 +11,19 @@ from typing import Any
 import numpy as np
 
 from engram import __version__
-from engram.errors import EngramError, InvalidRequestError, NotAReplicaError, NotFoundError
+from engram.errors import (
+    EngramError,
+    InvalidRequestError,
+    NotAReplicaError,
+    NotFoundError,
+    UnauthorizedError,
+)
 from engram.memory import IngestItem, Memory
 from engram.network.routing import RouteCheck
 from engram.proofs import Challenge, ChallengeResponse, InclusionProof, MerkleTree, respond
 from engram.protocol import IngestRequest
-from engram.records import QueryResult, Record
+from engram.records import QueryResult, Record, check_namespace
+from engram.security.access import ANONYMOUS, Caller, Permission
 
 _LATENCY_WINDOW = 10_000
 
@@ -88,15 +95,27 @@ class MinerService:
             "write through the network client or a gateway"
         )
 
-    def commit(self, prepared: Sequence[Record | Exception]) -> list[str | Exception]:
-        results = list(self.memory.commit(prepared))  # type: ignore[arg-type]
+    def commit(
+        self, prepared: Sequence[Record | Exception], caller: Caller
+    ) -> list[str | Exception]:
+        results = list(self.memory.commit(prepared, caller))  # type: ignore[arg-type]
         if any(isinstance(r, str) for r in results):
             self._tree = None
         return results
 
-    def delete(self, cid: str, namespace: str | None) -> None:
-        self.memory.delete(cid, namespace)
+    def delete(self, cid: str, namespace: str | None, caller: Caller) -> None:
+        self.memory.delete(cid, namespace, caller)
         self._tree = None
+
+    def set_grant(
+        self, caller: Caller, namespace: str, hotkey: str, permission: Permission, granted: bool
+    ) -> dict[str, Any]:
+        ns = check_namespace(namespace, self.store.limits)
+        self.memory.access.set_grant(caller, ns, hotkey, permission, granted)
+        return self.memory.access.describe(caller, ns)
+
+    def describe(self, caller: Caller, namespace: str) -> dict[str, Any]:
+        return self.memory.access.describe(caller, check_namespace(namespace, self.store.limits))
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -108,24 +127,41 @@ class MinerService:
         filter: dict[str, Any] | None,
         namespace: str | None,
         include_embedding: bool,
+        caller: Caller,
     ) -> tuple[list[QueryResult], float]:
         """Results and the server-side latency in milliseconds."""
         started = time.perf_counter()
-        results = self.memory.query(text, vector, top_k, filter, namespace, include_embedding)
+        results = self.memory.query(
+            text, vector, top_k, filter, namespace, include_embedding, caller
+        )
         elapsed_ms = (time.perf_counter() - started) * 1000
         with self._stats_lock:
             self._queries += 1
             self._latencies.append(elapsed_ms)
         return results, elapsed_ms
 
-    def retrieve(self, cid: str, namespace: str | None = None) -> Record:
-        record = self.store.find(cid) if namespace is None else self.store.get(cid, namespace)
+    def retrieve(self, cid: str, namespace: str | None, caller: Caller) -> Record:
+        if namespace is None:
+            record = self.memory.find(cid, caller)
+        else:
+            record = self.memory.get(cid, namespace, caller)
         if record is None:
             raise NotFoundError(f"no record {cid} on this miner")
         return record
 
-    def challenge(self, challenge: Challenge) -> ChallengeResponse:
-        return respond(challenge, self.retrieve(challenge.cid))
+    def challenge(self, challenge: Challenge, caller: Caller) -> ChallengeResponse:
+        """A proof over the record's bytes; it reveals nothing of them, so a validator may
+        challenge a private record, but nobody else can probe one's existence."""
+        if not caller.signed:
+            raise UnauthorizedError("challenges are signed by a validator's hotkey")
+        prover = Caller(hotkey=caller.hotkey, operator=caller.validator)
+        return respond(challenge, self.retrieve(challenge.cid, None, prover))
+
+    def list(self, namespace: str | None, limit: int, offset: int, caller: Caller) -> list[Record]:
+        return self.memory.list(namespace, limit, offset, caller)
+
+    def count(self, namespace: str | None, caller: Caller) -> int:
+        return self.memory.count(namespace, caller)
 
     def inventory(self) -> MerkleTree:
         """The Merkle tree over held CIDs, rebuilt only after the inventory changed."""
@@ -144,6 +180,8 @@ class MinerService:
         return tree.root, tree.prove_at(index)
 
     def stats(self) -> dict[str, Any]:
+        """Public numbers: private namespaces count in ``records`` but are never named."""
+        private = self.memory.access.private()
         with self._stats_lock:
             latencies = np.array(self._latencies) if self._latencies else None
             queries = self._queries
@@ -151,7 +189,7 @@ class MinerService:
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "records": self.store.count(),
-            "namespaces": self.store.namespaces(),
+            "namespaces": self.memory.namespaces(ANONYMOUS),
             "queries_served": queries,
             "query_latency_p50_ms": None
             if latencies is None
@@ -159,5 +197,5 @@ class MinerService:
             "query_latency_p99_ms": None
             if latencies is None
             else float(np.percentile(latencies, 99)),
-            "index": self.store.stats(),
+            "index": {ns: v for ns, v in self.store.stats().items() if ns not in private},
         }

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -42,14 +42,20 @@ from engram.network.routing import closest
 from engram.records import QueryResult, Record, check_text, make_record
 from engram.sdk._base import (
     HTTP_BATCH_LIMITS,
+    Call,
     Delete,
+    DescribeNamespace,
     Get,
     ListRecords,
     Query,
+    SetGrant,
     Stats,
     split_batch,
 )
+from engram.security.access import Permission
+from engram.security.signing import Signer
 
+T = TypeVar("T")
 log = logging.getLogger("engram.network")
 _PAGE = Limits().max_list_limit
 
@@ -91,8 +97,10 @@ class Network:
         *,
         embedder: Embedder | None = None,
         http: httpx.AsyncClient | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.chain = chain
+        self.signer = signer  # signs every request, bound to each miner's hotkey
         self.config = config or NetworkConfig(chain=chain.url)
         self._embedder = embedder
         self._http = http or httpx.AsyncClient(headers={"user-agent": f"engram/{__version__}"})
@@ -213,7 +221,7 @@ class Network:
             outcomes[i] = (None, error)
         for indices, call in chunks:
             try:
-                answer = await call_node(self._http, str(miner.axon_url), call, self._write)
+                answer = await self._call(miner, call, self._write)
             except EngramError as exc:
                 answer = [(None, _reason(exc))] * len(indices)
             for i, (cid, error) in zip(indices, answer, strict=True):
@@ -232,6 +240,19 @@ class Network:
 
     # --- reads -----------------------------------------------------------------------------
 
+    async def _call(
+        self, miner: Neuron, call: Call[T], config: ClientConfig, deadline_s: float | None = None
+    ) -> T:
+        return await call_node(
+            self._http,
+            str(miner.axon_url),
+            call,
+            config,
+            deadline_s,
+            signer=self.signer,
+            receiver=miner.hotkey,
+        )
+
     async def _scatter(
         self, miners: Sequence[Neuron], call: Any, deadline_s: float | None = None
     ) -> tuple[ReadReport, dict[str, Any]]:
@@ -239,7 +260,7 @@ class Network:
         deadline = deadline_s or self.config.read_deadline_s
 
         async def one(n: Neuron) -> Any:
-            return await call_node(self._http, str(n.axon_url), call, self._read, deadline)
+            return await self._call(n, call, self._read, deadline)
 
         results = await asyncio.gather(*(one(n) for n in miners), return_exceptions=True)
         answers = {n.hotkey: r for n, r in zip(miners, results, strict=True)}
@@ -334,9 +355,8 @@ class Network:
         async def everything(n: Neuron) -> list[Record]:
             out: list[Record] = []
             while True:
-                page = await call_node(
-                    self._http,
-                    str(n.axon_url),
+                page = await self._call(
+                    n,
                     ListRecords(_PAGE, len(out), namespace),
                     self._read,
                     self.config.read_deadline_s,
@@ -378,6 +398,24 @@ class Network:
                 for h, a in answers.items()
             },
         }
+
+    async def set_grant(
+        self, namespace: str, hotkey: str, permission: Permission, granted: bool
+    ) -> dict[str, Any]:
+        """Grant or revoke on every serving miner, so whichever replica holds a record obeys."""
+        call = SetGrant(namespace, hotkey, permission, granted)
+        return await self._first_answer(call, f"change the grants of {namespace!r}")
+
+    async def describe(self, namespace: str) -> dict[str, Any]:
+        return await self._first_answer(DescribeNamespace(namespace), f"describe {namespace!r}")
+
+    async def _first_answer(self, call: Call[T], what: str) -> T:
+        report, answers = await self._scatter(await self.miners(), call)
+        for answer in answers.values():
+            if not isinstance(answer, BaseException):
+                return answer
+        _raise_client_error(answers)
+        raise UnavailableError(f"no miner could {what}: {report.failed}")
 
     async def health(self) -> dict[str, Any]:
         try:

@@ -32,6 +32,7 @@ from engram.sdk._base import (
     exchange,
     run_async,
 )
+from engram.security.signing import Signer, sign_request
 
 T = TypeVar("T")
 _JSON = {"content-type": "application/json"}
@@ -42,21 +43,26 @@ async def perform_async(
     step: HttpRequest | Sleep,
     base_url: str = "",
     timeout_s: float | None = None,
+    signer: Signer | None = None,
+    receiver: str | None = None,
 ) -> HttpReply | Exception | None:
     """One step of :func:`~engram.sdk._base.exchange` on an async client (its own timeout
-    unless ``timeout_s`` is given)."""
+    unless ``timeout_s`` is given), signed for ``receiver`` when a ``signer`` is given."""
     if isinstance(step, Sleep):
         await asyncio.sleep(step.seconds)
         return None
+    request = http.build_request(
+        step.method,
+        base_url + step.path,
+        params=step.params,
+        content=step.body,
+        headers=_JSON if step.body is not None else None,
+        timeout=http.timeout if timeout_s is None else timeout_s,
+    )
+    if signer is not None:
+        sign_request(request, signer, receiver)
     try:
-        response = await http.request(
-            step.method,
-            base_url + step.path,
-            params=step.params,
-            content=step.body,
-            headers=_JSON if step.body is not None else None,
-            timeout=http.timeout if timeout_s is None else timeout_s,
-        )
+        response = await http.send(request)
     except httpx.TransportError as exc:
         return exc
     return HttpReply(response.status_code, response.content)
@@ -68,11 +74,17 @@ async def call_node(
     call: Call[T],
     config: ClientConfig,
     deadline_s: float | None = None,
+    *,
+    signer: Signer | None = None,
+    receiver: str | None = None,
 ) -> T:
-    """Send ``call`` to the node at ``url``; past ``deadline_s`` it is an UpstreamTimeoutError."""
+    """Send ``call`` to the node at ``url``; past ``deadline_s`` it is an UpstreamTimeoutError.
+
+    With a ``signer`` every attempt is signed afresh, bound to the node's hotkey ``receiver``.
+    """
 
     async def perform(step: HttpRequest | Sleep) -> HttpReply | Exception | None:
-        return await perform_async(http, step, url, config.timeout_s)
+        return await perform_async(http, step, url, config.timeout_s, signer, receiver)
 
     try:
         return await asyncio.wait_for(run_async(exchange(call, url, config), perform), deadline_s)

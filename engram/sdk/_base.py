@@ -54,10 +54,13 @@ from engram.errors import (
 )
 from engram.memory import IngestItem
 from engram.records import QueryResult, Record, check_namespace
+from engram.security.access import Permission, check_hotkey
+from engram.security.signing import signer_hotkey
 
 if TYPE_CHECKING:
     from engram.embed import Embedder
     from engram.sdk.embedded import EmbeddedTransport
+    from engram.sdk.sealer import Sealer
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -201,6 +204,7 @@ class Target:
     config: ClientConfig = field(default_factory=ClientConfig)
     network: NetworkConfig | None = None
     verify: bool = False  # network mode: check every returned record against its CID
+    signer: Any = None  # a bittensor Wallet or Keypair that signs every request
 
     @property
     def where(self) -> str:
@@ -238,6 +242,16 @@ def _check_number(name: str, value: Any, *, positive: bool = False, integer: boo
         )
 
 
+def pick_signer(wallet: Any, keypair: Any) -> Any:
+    """The one hotkey that signs a client's requests, checked up front (``None``: unsigned)."""
+    if wallet is not None and keypair is not None:
+        raise InvalidRequestError("give wallet or keypair, not both: one hotkey signs requests")
+    signer = wallet if wallet is not None else keypair
+    if signer is not None:
+        signer_hotkey(signer)
+    return signer
+
+
 def choose_target(
     url: str | None,
     *,
@@ -246,6 +260,7 @@ def choose_target(
     timeout_s: float | None,
     retries: int | None,
     backoff_s: float | None,
+    signer: Any = None,
 ) -> Target:
     """The one place that picks the mode: a URL means HTTP, anything else the embedded store."""
     if url is not None and path is not None:
@@ -257,12 +272,17 @@ def choose_target(
     _check_number("retries", config.retries, integer=True)
     _check_number("backoff_s", config.backoff_s)
     if url is None:
-        return Target(path=None if path is None else Path(path), embedder=embedder, config=config)
+        return Target(
+            path=None if path is None else Path(path),
+            embedder=embedder,
+            config=config,
+            signer=signer,
+        )
     if embedder is not None:
         raise InvalidRequestError(
             "embedder applies to the embedded mode only: a node embeds text with its own model"
         )
-    return Target(url=check_url(url), config=config)
+    return Target(url=check_url(url), config=config, signer=signer)
 
 
 def network_target(
@@ -274,6 +294,7 @@ def network_target(
     replicas: int | None,
     write_quorum: int | None,
     read_deadline_s: float | None,
+    signer: Any = None,
 ) -> Target:
     """The network mode's target; the chain defaults to the LocalChain under ENGRAM_HOME."""
     config = load_config(
@@ -292,7 +313,7 @@ def network_target(
         raise InvalidRequestError(
             f"write_quorum ({config.write_quorum}) cannot exceed replicas ({config.replicas})"
         )
-    return Target(embedder=embedder, network=config, verify=bool(verify))
+    return Target(embedder=embedder, network=config, verify=bool(verify), signer=signer)
 
 
 @dataclass(frozen=True)
@@ -584,6 +605,45 @@ class Health(Call[dict[str, Any]]):
         return store.health()
 
 
+@dataclass(frozen=True)
+class SetGrant(Call[dict[str, Any]]):
+    """Grant (or revoke) one hotkey one permission in a namespace the caller owns."""
+
+    namespace: str
+    hotkey: str
+    permission: Permission
+    granted: bool
+
+    def request(self) -> HttpRequest:
+        path = f"/namespaces/{quote(self.namespace, safe='')}/grants"
+        if self.granted:
+            doc = {"hotkey": self.hotkey, "permission": self.permission.value}
+            return HttpRequest("POST", path, body=_json(doc))
+        return HttpRequest(
+            "DELETE", f"{path}/{quote(self.hotkey, safe='')}", {"permission": self.permission.value}
+        )
+
+    def parse(self, body: Any) -> dict[str, Any]:
+        return dict(body)
+
+    def local(self, store: EmbeddedTransport) -> dict[str, Any]:
+        return store.set_grant(self.namespace, self.hotkey, self.permission, self.granted)
+
+
+@dataclass(frozen=True)
+class DescribeNamespace(Call[dict[str, Any]]):
+    namespace: str
+
+    def request(self) -> HttpRequest:
+        return HttpRequest("GET", f"/namespaces/{quote(self.namespace, safe='')}")
+
+    def parse(self, body: Any) -> dict[str, Any]:
+        return dict(body)
+
+    def local(self, store: EmbeddedTransport) -> dict[str, Any]:
+        return store.describe(self.namespace)
+
+
 # --- HTTP exchange: retries and error mapping ----------------------------------------------
 
 _RETRYABLE_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
@@ -745,13 +805,21 @@ def split_batch(
 
 
 class ClientCore:
-    """The client without I/O: checks arguments and returns the plan for each method."""
+    """The client without I/O: checks arguments and returns the plan for each method.
 
-    def __init__(self, namespace: str | None, limits: BatchLimits) -> None:
+    With a :class:`~engram.sdk.sealer.Sealer` every write is sealed before it
+    is sent, queries are embedded here, and every record that comes back is
+    opened.
+    """
+
+    def __init__(
+        self, namespace: str | None, limits: BatchLimits, sealer: Sealer | None = None
+    ) -> None:
         if namespace is not None:
             check_namespace(namespace, _SERVER_LIMITS)
         self.namespace = namespace
         self.limits = limits
+        self.sealer = sealer
 
     def _ns(self, namespace: str | None) -> str | None:
         return namespace if namespace is not None else self.namespace
@@ -762,7 +830,7 @@ class ClientCore:
         self, text: str, metadata: Mapping[str, Any] | None, namespace: str | None
     ) -> Plan[str]:
         item = ingest_item({"text": require_text(text), "metadata": metadata}, self._ns(namespace))
-        return _single(IngestOne(item))
+        return _single(IngestOne(self._sealed_one(item)))
 
     def ingest_embedding(
         self,
@@ -772,10 +840,32 @@ class ClientCore:
         namespace: str | None,
     ) -> Plan[str]:
         doc = {"embedding": vector, "metadata": metadata, "text": text}
-        return _single(IngestOne(ingest_item(doc, self._ns(namespace))))
+        return _single(IngestOne(self._sealed_one(ingest_item(doc, self._ns(namespace)))))
+
+    def _sealed_one(self, item: IngestItem) -> IngestItem:
+        if self.sealer is None:
+            return item
+        (sealed,) = self.sealer.seal_items([item])
+        if isinstance(sealed, EngramError):
+            raise sealed
+        return sealed
 
     def _send_items(self, items: Sequence[IngestItem]) -> Plan[list[Outcome]]:
         """Valid items in as few calls as the transport allows; outcomes in input order."""
+        outcomes: list[Outcome] = [(None, None)] * len(items)
+        if self.sealer is not None:
+            sealed = self.sealer.seal_items(items)
+            kept = [i for i, s in enumerate(sealed) if not isinstance(s, EngramError)]
+            for i, s in enumerate(sealed):
+                if isinstance(s, EngramError):
+                    outcomes[i] = (None, s.message)
+            sent = yield from self._send_plain([sealed[i] for i in kept])  # type: ignore[misc]
+            for i, outcome in zip(kept, sent, strict=True):
+                outcomes[i] = outcome
+            return outcomes
+        return (yield from self._send_plain(items))
+
+    def _send_plain(self, items: Sequence[IngestItem]) -> Plan[list[Outcome]]:
         outcomes: list[Outcome] = [(None, None)] * len(items)
         chunks, rejected = split_batch(items, self.limits)
         for i, error in rejected:
@@ -860,6 +950,9 @@ class ClientCore:
         namespace: str | None,
         include_embedding: bool,
     ) -> Plan[list[QueryResult]]:
+        if self.sealer is not None:  # the query text never leaves this process either
+            vector = self.sealer.embed([require_text(text)])[0]
+            return self.query_by_vector(vector, top_k, filter, namespace, include_embedding)
         call = Query(
             require_text(text), None, top_k, filter, self._ns(namespace), include_embedding
         )
@@ -873,23 +966,59 @@ class ClientCore:
         namespace: str | None,
         include_embedding: bool,
     ) -> Plan[list[QueryResult]]:
-        call = Query(
-            None, _query_vector(vector), top_k, filter, self._ns(namespace), include_embedding
+        ns = self._ns(namespace)
+        sealer = self.sealer
+        if sealer is None:
+            return _single(Query(None, _query_vector(vector), top_k, filter, ns, include_embedding))
+        return self._opened_hits(
+            Query(None, _query_vector(vector), top_k, filter, ns, True), ns, include_embedding
         )
-        return _single(call)
+
+    def _opened_hits(
+        self, call: Query, namespace: str | None, keep_embedding: bool
+    ) -> Plan[list[QueryResult]]:
+        assert self.sealer is not None
+        hits = yield call
+        return [self.sealer.open_hit(h, namespace, keep_embedding) for h in hits]
+
+    def _opened(self, call: Call[Any]) -> Plan[Any]:
+        """The call's record, or list of records, opened when this client seals."""
+        result = yield call
+        if self.sealer is None or result is None:
+            return result
+        if isinstance(result, list):
+            return [self.sealer.open_record(r) for r in result]
+        return self.sealer.open_record(result)
 
     def get(self, cid: str, namespace: str | None) -> Plan[Record | None]:
         parse_cid(cid)
-        return _single(Get(cid, self._ns(namespace) or DEFAULT_NAMESPACE))
+        return self._opened(Get(cid, self._ns(namespace) or DEFAULT_NAMESPACE))
 
     def list(self, limit: int, offset: int, namespace: str | None) -> Plan[list[Record]]:
-        return _single(ListRecords(limit, offset, self._ns(namespace)))
+        return self._opened(ListRecords(limit, offset, self._ns(namespace)))
 
     def count(self, namespace: str | None) -> Plan[int]:
         return _single(Count(self._ns(namespace)))
 
     def stats(self) -> Plan[dict[str, Any]]:
         return _single(Stats())
+
+    # namespaces
+
+    def set_grant(
+        self, namespace: str | None, hotkey: str, permission: str, granted: bool
+    ) -> Plan[dict[str, Any]]:
+        ns = check_namespace(self._ns(namespace), _SERVER_LIMITS)
+        try:
+            perm = Permission(permission)
+        except ValueError:
+            raise InvalidRequestError(
+                f"permission must be 'read' or 'write', got {permission!r}"
+            ) from None
+        return _single(SetGrant(ns, check_hotkey(hotkey), perm, granted))
+
+    def describe_namespace(self, namespace: str | None) -> Plan[dict[str, Any]]:
+        return _single(DescribeNamespace(check_namespace(self._ns(namespace), _SERVER_LIMITS)))
 
     def health(self) -> Plan[dict[str, Any]]:
         return _single(Health())

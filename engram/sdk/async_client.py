@@ -6,7 +6,7 @@ same plan from :class:`~engram.sdk._base.ClientCore`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,9 +25,12 @@ from engram.sdk._base import (
     Target,
     choose_target,
     network_target,
+    pick_signer,
     run_async,
 )
+from engram.sdk.sealer import Sealer, sealer_for
 from engram.sdk.transports import JsonlFile, open_async_transport
+from engram.security.sealing import SealKey
 
 T = TypeVar("T")
 
@@ -37,6 +40,9 @@ class AsyncEngramClient:
 
     Over HTTP it uses ``httpx.AsyncClient``; the embedded store runs in a
     worker thread. Use ``async with AsyncEngramClient(...) as client``.
+
+    ``wallet=``/``keypair=`` sign requests and ``seal_key=`` seals records,
+    exactly as for :class:`~engram.sdk.client.EngramClient`.
     """
 
     def __init__(
@@ -49,6 +55,11 @@ class AsyncEngramClient:
         timeout_s: float | None = None,
         retries: int | None = None,
         backoff_s: float | None = None,
+        wallet: Any = None,
+        keypair: Any = None,
+        seal_key: SealKey | None = None,
+        clear_fields: Collection[str] = (),
+        noise_sigma: float = 0.0,
     ) -> None:
         target = choose_target(
             url,
@@ -57,13 +68,14 @@ class AsyncEngramClient:
             timeout_s=timeout_s,
             retries=retries,
             backoff_s=backoff_s,
+            signer=pick_signer(wallet, keypair),
         )
-        self._open(target, namespace)
+        self._open(target, namespace, sealer_for(seal_key, clear_fields, noise_sigma, embedder))
 
-    def _open(self, target: Target, namespace: str | None) -> None:
+    def _open(self, target: Target, namespace: str | None, sealer: Sealer | None) -> None:
         self.target = target
         self._transport = open_async_transport(target)
-        self._core = ClientCore(namespace, self._transport.limits)
+        self._core = ClientCore(namespace, self._transport.limits, sealer)
 
     @classmethod
     def from_network(
@@ -77,6 +89,11 @@ class AsyncEngramClient:
         replicas: int | None = None,
         write_quorum: int | None = None,
         read_deadline_s: float | None = None,
+        wallet: Any = None,
+        keypair: Any = None,
+        seal_key: SealKey | None = None,
+        clear_fields: Collection[str] = (),
+        noise_sigma: float = 0.0,
     ) -> AsyncEngramClient:
         """The whole network of ``chain`` (default: the LocalChain under ENGRAM_HOME).
 
@@ -95,8 +112,9 @@ class AsyncEngramClient:
             replicas=replicas,
             write_quorum=write_quorum,
             read_deadline_s=read_deadline_s,
+            signer=pick_signer(wallet, keypair),
         )
-        client._open(target, namespace)
+        client._open(target, namespace, sealer_for(seal_key, clear_fields, noise_sigma, embedder))
         return client
 
     @property
@@ -198,6 +216,26 @@ class AsyncEngramClient:
     async def stats(self) -> dict[str, Any]:
         """Sizes and counters of the store (or node) behind this client."""
         return await self._run(self._core.stats())
+
+    async def grant(
+        self, hotkey: str, permission: str = "read", namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Let ``hotkey`` read (or write) a namespace this client's hotkey owns.
+
+        The first signed write, or this first grant, to an empty namespace
+        makes the signer its owner. Returns the owner and grants.
+        """
+        return await self._run(self._core.set_grant(namespace, hotkey, permission, True))
+
+    async def revoke(
+        self, hotkey: str, permission: str = "read", namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Take a grant back; the next request signed by ``hotkey`` is refused."""
+        return await self._run(self._core.set_grant(namespace, hotkey, permission, False))
+
+    async def namespace_info(self, namespace: str | None = None) -> dict[str, Any]:
+        """Owner of a namespace (``None``: public) and, for its owner, the grants."""
+        return await self._run(self._core.describe_namespace(namespace))
 
     async def health(self) -> dict[str, Any]:
         """Whether the store (or node) answers; ``ready`` is false while a node loads its model."""

@@ -6,7 +6,7 @@ its transport; the logic lives in ``_base`` so the async twin cannot drift.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,9 +25,12 @@ from engram.sdk._base import (
     Target,
     choose_target,
     network_target,
+    pick_signer,
     run_sync,
 )
+from engram.sdk.sealer import Sealer, sealer_for
 from engram.sdk.transports import JsonlFile, open_transport
+from engram.security.sealing import SealKey
 
 T = TypeVar("T")
 
@@ -40,6 +43,13 @@ class EngramClient:
     ``EngramClient("http://host:8091")`` talks to a node (a miner or gateway)
     with per-request timeouts and retries. Every mode returns the same types
     and raises the same exceptions.
+
+    ``wallet=`` (a bittensor Wallet) or ``keypair=`` signs every request with
+    that hotkey: needed to delete, and to use a private namespace (the first
+    signed write to an empty namespace makes the signer its owner; see
+    :meth:`grant`). ``seal_key=`` seals text and metadata on this side before
+    they leave (``clear_fields`` stay readable and filterable; ``noise_sigma``
+    blurs the embeddings, which otherwise stay in clear for search).
     """
 
     def __init__(
@@ -52,6 +62,11 @@ class EngramClient:
         timeout_s: float | None = None,
         retries: int | None = None,
         backoff_s: float | None = None,
+        wallet: Any = None,
+        keypair: Any = None,
+        seal_key: SealKey | None = None,
+        clear_fields: Collection[str] = (),
+        noise_sigma: float = 0.0,
     ) -> None:
         target = choose_target(
             url,
@@ -60,13 +75,14 @@ class EngramClient:
             timeout_s=timeout_s,
             retries=retries,
             backoff_s=backoff_s,
+            signer=pick_signer(wallet, keypair),
         )
-        self._open(target, namespace)
+        self._open(target, namespace, sealer_for(seal_key, clear_fields, noise_sigma, embedder))
 
-    def _open(self, target: Target, namespace: str | None) -> None:
+    def _open(self, target: Target, namespace: str | None, sealer: Sealer | None) -> None:
         self.target = target
         self._transport = open_transport(target)
-        self._core = ClientCore(namespace, self._transport.limits)
+        self._core = ClientCore(namespace, self._transport.limits, sealer)
 
     @classmethod
     def from_network(
@@ -80,6 +96,11 @@ class EngramClient:
         replicas: int | None = None,
         write_quorum: int | None = None,
         read_deadline_s: float | None = None,
+        wallet: Any = None,
+        keypair: Any = None,
+        seal_key: SealKey | None = None,
+        clear_fields: Collection[str] = (),
+        noise_sigma: float = 0.0,
     ) -> EngramClient:
         """The whole network of ``chain`` (default: the LocalChain under ENGRAM_HOME).
 
@@ -98,8 +119,9 @@ class EngramClient:
             replicas=replicas,
             write_quorum=write_quorum,
             read_deadline_s=read_deadline_s,
+            signer=pick_signer(wallet, keypair),
         )
-        client._open(target, namespace)
+        client._open(target, namespace, sealer_for(seal_key, clear_fields, noise_sigma, embedder))
         return client
 
     @property
@@ -199,6 +221,26 @@ class EngramClient:
     def stats(self) -> dict[str, Any]:
         """Sizes and counters of the store (or node) behind this client."""
         return self._run(self._core.stats())
+
+    def grant(
+        self, hotkey: str, permission: str = "read", namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Let ``hotkey`` read (or write) a namespace this client's hotkey owns.
+
+        The first signed write, or this first grant, to an empty namespace
+        makes the signer its owner. Returns the owner and grants.
+        """
+        return self._run(self._core.set_grant(namespace, hotkey, permission, True))
+
+    def revoke(
+        self, hotkey: str, permission: str = "read", namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Take a grant back; the next request signed by ``hotkey`` is refused."""
+        return self._run(self._core.set_grant(namespace, hotkey, permission, False))
+
+    def namespace_info(self, namespace: str | None = None) -> dict[str, Any]:
+        """Owner of a namespace (``None``: public) and, for its owner, the grants."""
+        return self._run(self._core.describe_namespace(namespace))
 
     def health(self) -> dict[str, Any]:
         """Whether the store (or node) answers; ``ready`` is false while a node loads its model."""

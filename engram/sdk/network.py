@@ -22,6 +22,8 @@ from engram.errors import EngramError, QuorumError
 from engram.memory import IngestItem
 from engram.network.client import Network, ReadReport, WriteReport
 from engram.records import QueryResult, Record
+from engram.security.access import Permission
+from engram.security.signing import Signer
 
 T = TypeVar("T")
 
@@ -30,7 +32,11 @@ class NetworkBackend:
     """Routing, replication and scatter-gather with the embedded store's method set."""
 
     def __init__(
-        self, config: NetworkConfig, embedder: Embedder | None = None, verify: bool = False
+        self,
+        config: NetworkConfig,
+        embedder: Embedder | None = None,
+        verify: bool = False,
+        signer: Signer | None = None,
     ) -> None:
         self.verify = verify
         self.report: list[WriteReport] | ReadReport | None = None
@@ -40,10 +46,13 @@ class NetworkBackend:
         )
         self._thread.start()
         self.chain = open_chain(config.chain)
-        self.network = self._run(self._make(config, embedder))
+        self.network = self._run(self._make(config, embedder, signer))
 
-    async def _make(self, config: NetworkConfig, embedder: Embedder | None) -> Network:
-        return Network(self.chain, config, embedder=embedder)  # its HTTP pool binds to our loop
+    async def _make(
+        self, config: NetworkConfig, embedder: Embedder | None, signer: Signer | None
+    ) -> Network:
+        # Made on our loop, so its HTTP pool binds to it.
+        return Network(self.chain, config, embedder=embedder, signer=signer)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -94,6 +103,14 @@ class NetworkBackend:
 
     def health(self) -> dict[str, Any]:
         return self._run(self.network.health())
+
+    def set_grant(
+        self, namespace: str, hotkey: str, permission: Permission, granted: bool
+    ) -> dict[str, Any]:
+        return self._run(self.network.set_grant(namespace, hotkey, permission, granted))
+
+    def describe(self, namespace: str) -> dict[str, Any]:
+        return self._run(self.network.describe(namespace))
 
     def close(self) -> None:
         try:

@@ -36,6 +36,7 @@ from engram.sdk._base import (
 )
 from engram.sdk.embedded import EmbeddedTransport
 from engram.sdk.network import NetworkBackend
+from engram.security.signing import HotkeyAuth
 
 T = TypeVar("T")
 _HEADERS = {"user-agent": f"engram-sdk/{__version__}", "accept": "application/json"}
@@ -44,7 +45,14 @@ _JSON = {"content-type": "application/json"}
 
 def _client_kwargs(target: Target) -> dict[str, Any]:
     # Per-request timeout (connect, read, write and pool each); retries are ours, not httpx's.
-    return {"base_url": target.url, "timeout": target.config.timeout_s, "headers": _HEADERS}
+    # A signer signs each attempt afresh: a retry is a new request, never a replay.
+    auth = HotkeyAuth(target.signer) if target.signer is not None else None
+    return {
+        "base_url": target.url,
+        "timeout": target.config.timeout_s,
+        "headers": _HEADERS,
+        "auth": auth,
+    }
 
 
 class LocalTransport:
@@ -53,7 +61,7 @@ class LocalTransport:
     limits = BatchLimits()  # one transaction per batch, as the embedded mode always did
 
     def __init__(self, target: Target) -> None:
-        self.store = EmbeddedTransport(target.path, embedder=target.embedder)
+        self.store = EmbeddedTransport(target.path, embedder=target.embedder, signer=target.signer)
 
     def execute(self, call: Call[T]) -> T:
         return call.local(self.store)
@@ -68,7 +76,7 @@ class AsyncLocalTransport:
     limits = BatchLimits()
 
     def __init__(self, target: Target) -> None:
-        self.store = EmbeddedTransport(target.path, embedder=target.embedder)
+        self.store = EmbeddedTransport(target.path, embedder=target.embedder, signer=target.signer)
 
     async def execute(self, call: Call[T]) -> T:
         return await asyncio.to_thread(call.local, self.store)
@@ -84,7 +92,7 @@ class NetworkTransport:
 
     def __init__(self, target: Target) -> None:
         assert target.network is not None
-        self.store = NetworkBackend(target.network, target.embedder, target.verify)
+        self.store = NetworkBackend(target.network, target.embedder, target.verify, target.signer)
 
     @property
     def report(self) -> list[WriteReport] | ReadReport | None:

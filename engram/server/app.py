@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any, TypeVar
 
@@ -32,6 +33,7 @@ from engram.errors import (
     InvalidRequestError,
     MethodNotAllowedError,
     PayloadTooLargeError,
+    RateLimitedError,
     RouteNotFoundError,
     error_from_wire,
 )
@@ -52,7 +54,10 @@ def _error_body(path: str, error: EngramError) -> dict[str, Any]:
 
 
 def error_response(request: Request, exc: EngramError) -> JSONResponse:
-    return JSONResponse(_error_body(request.url.path, exc), status_code=exc.status)
+    headers = None
+    if isinstance(exc, RateLimitedError):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    return JSONResponse(_error_body(request.url.path, exc), status_code=exc.status, headers=headers)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -20,7 +20,7 @@ import numpy as np
 from engram.errors import StorageError
 from engram.records import Record
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS records (
     metadata      TEXT NOT NULL,
     text          TEXT,
     model_version TEXT NOT NULL,
-    created_at    REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+    created_at    REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
+    writer        TEXT  -- the hotkey that signed the write; NULL for an unsigned one
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_namespace_cid ON records(namespace, cid);
 CREATE INDEX IF NOT EXISTS records_namespace_id ON records(namespace, id);
@@ -63,6 +64,16 @@ END;
 CREATE TRIGGER IF NOT EXISTS record_fields_delete AFTER DELETE ON records BEGIN
     DELETE FROM record_fields WHERE id = old.id;
 END;
+CREATE TABLE IF NOT EXISTS namespace_owners (
+    namespace TEXT PRIMARY KEY,
+    owner     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS namespace_grants (
+    namespace  TEXT NOT NULL,
+    hotkey     TEXT NOT NULL,
+    permission TEXT NOT NULL,
+    PRIMARY KEY (namespace, hotkey, permission)
+);
 CREATE TABLE IF NOT EXISTS index_checkpoints (
     namespace    TEXT PRIMARY KEY,
     file         TEXT NOT NULL,
@@ -118,18 +129,27 @@ class Database:
             self._writer.execute(
                 "INSERT INTO settings(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
             )
-        elif int(row[0]) > SCHEMA_VERSION:
+            return
+        version = int(row[0])
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
             raise StorageError(
                 f"{self.path} was written by a newer Engram (schema {row[0]}); upgrade engram-subnet"
             )
-        elif int(row[0]) < 2:  # schema 1 had no field index: build it from the records
-            with self.transaction() as conn:
+        with self.transaction() as conn:
+            if version < 2:  # schema 1 had no field index: build it from the records
                 conn.execute(
                     "INSERT INTO record_fields(id, namespace, key, kind, value) "
                     "SELECT r.id, r.namespace, j.key, j.type, j.atom "
                     "FROM records r, json_each(r.metadata) j"
                 )
-                conn.execute("UPDATE settings SET value=? WHERE key='schema_version'", (2,))
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
+            if "writer" not in columns:  # schema 2 kept no writer: its records stay permanent
+                conn.execute("ALTER TABLE records ADD COLUMN writer TEXT")
+            conn.execute(
+                "UPDATE settings SET value=? WHERE key='schema_version'", (SCHEMA_VERSION,)
+            )
 
     @property
     def reader(self) -> sqlite3.Connection:
@@ -156,7 +176,9 @@ class Database:
 
     # --- records -------------------------------------------------------------------------
 
-    def insert(self, conn: sqlite3.Connection, records: Sequence[Record]) -> list[int | None]:
+    def insert(
+        self, conn: sqlite3.Connection, records: Sequence[Record], writer: str | None = None
+    ) -> list[int | None]:
         """Insert records; returns each new row id, or None where the CID was already stored.
 
         Runs inside the writer's transaction: new rows get consecutive ids after
@@ -177,8 +199,8 @@ class Database:
             ids.append(next_id)
             next_id += 1
         conn.executemany(
-            "INSERT INTO records(namespace, cid, embedding, metadata, text, model_version) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO records(namespace, cid, embedding, metadata, text, model_version, writer) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     r.namespace,
@@ -187,6 +209,7 @@ class Database:
                     json.dumps(r.metadata, separators=(",", ":")),
                     r.text,
                     r.model_version,
+                    writer,
                 )
                 for r in fresh
             ],
@@ -227,12 +250,19 @@ class Database:
         ).fetchone()
         return row_to_record(row) if row else None
 
-    def find_cid(self, cid: str) -> Record | None:
-        """The record with this CID in any namespace (audits and challenges name no namespace)."""
+    def find_cid(self, cid: str) -> list[Record]:
+        """The records with this CID in every namespace, oldest first (audits name no namespace)."""
+        rows = self.reader.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE cid=? ORDER BY id", (cid,)
+        ).fetchall()
+        return [row_to_record(row) for row in rows]
+
+    def writer(self, namespace: str, cid: str) -> tuple[bool, str | None]:
+        """(whether the record exists, the hotkey that wrote it or None)."""
         row = self.reader.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM records WHERE cid=? ORDER BY id LIMIT 1", (cid,)
+            "SELECT writer FROM records WHERE namespace=? AND cid=?", (namespace, cid)
         ).fetchone()
-        return row_to_record(row) if row else None
+        return (row is not None, row[0] if row else None)
 
     def page(self, namespace: str, limit: int, offset: int) -> list[Record]:
         rows = self.reader.execute(
@@ -317,6 +347,62 @@ class Database:
             (query, namespace, limit),
         ).fetchall()
         return [(r[0], -r[1]) for r in rows]
+
+    # --- namespace owners and grants ------------------------------------------------------
+
+    def owner(self, namespace: str) -> str | None:
+        row = self.reader.execute(
+            "SELECT owner FROM namespace_owners WHERE namespace=?", (namespace,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def owned(self) -> set[str]:
+        return {r[0] for r in self.reader.execute("SELECT namespace FROM namespace_owners")}
+
+    def claim(self, namespace: str, hotkey: str) -> str | None:
+        """Make ``hotkey`` the owner of a namespace nobody has written to; returns the owner."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO namespace_owners(namespace, owner) SELECT ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM records WHERE namespace=?) "
+                "ON CONFLICT(namespace) DO NOTHING",
+                (namespace, hotkey, namespace),
+            )
+            row = conn.execute(
+                "SELECT owner FROM namespace_owners WHERE namespace=?", (namespace,)
+            ).fetchone()
+        return row[0] if row else None
+
+    def grants(self, namespace: str) -> list[tuple[str, str]]:
+        """(hotkey, permission) pairs, sorted."""
+        return self.reader.execute(
+            "SELECT hotkey, permission FROM namespace_grants WHERE namespace=? "
+            "ORDER BY hotkey, permission",
+            (namespace,),
+        ).fetchall()
+
+    def has_grant(self, namespace: str, hotkey: str, permission: str) -> bool:
+        return (
+            self.reader.execute(
+                "SELECT 1 FROM namespace_grants WHERE namespace=? AND hotkey=? AND permission=?",
+                (namespace, hotkey, permission),
+            ).fetchone()
+            is not None
+        )
+
+    def set_grant(self, namespace: str, hotkey: str, permission: str, granted: bool) -> None:
+        with self.transaction() as conn:
+            if granted:
+                conn.execute(
+                    "INSERT OR IGNORE INTO namespace_grants(namespace, hotkey, permission) "
+                    "VALUES (?, ?, ?)",
+                    (namespace, hotkey, permission),
+                )
+            else:
+                conn.execute(
+                    "DELETE FROM namespace_grants WHERE namespace=? AND hotkey=? AND permission=?",
+                    (namespace, hotkey, permission),
+                )
 
     # --- index checkpoints ---------------------------------------------------------------
 

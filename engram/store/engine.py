@@ -189,10 +189,12 @@ class Store:
             model_version=model_version,
         )
 
-    def put(self, records: Sequence[Record]) -> list[str]:
+    def put(self, records: Sequence[Record], writer: str | None = None) -> list[str]:
         """Store records durably (one transaction) and return their CIDs.
 
-        Re-storing a CID that is already in the namespace changes nothing.
+        ``writer`` is the hotkey that signed the write (the only one that may
+        delete a public record). Re-storing a CID already in the namespace
+        changes nothing, its writer included.
         """
         if not records:
             return []
@@ -208,7 +210,7 @@ class Store:
             for name in {r.namespace for r in records}:
                 self._space(name)
             with self.db.transaction() as conn:
-                ids = self.db.insert(conn, records)
+                ids = self.db.insert(conn, records, writer)
             by_space: dict[str, list[tuple[int, np.ndarray]]] = {}
             for rowid, r in zip(ids, records, strict=True):
                 if rowid is not None:
@@ -251,6 +253,11 @@ class Store:
 
     def find(self, cid: str) -> Record | None:
         """The record with this CID in whichever namespace holds it."""
+        found = self.db.find_cid(cid)
+        return found[0] if found else None
+
+    def find_all(self, cid: str) -> list[Record]:
+        """Every copy of this CID, one per namespace holding it, oldest first."""
         return self.db.find_cid(cid)
 
     def list(self, namespace: str | None = None, limit: int = 100, offset: int = 0) -> list[Record]:

@@ -30,6 +30,7 @@ from engram.network.client import Network
 from engram.network.miners import call_node
 from engram.network.routing import REPLICAS, closest
 from engram.sdk._base import Query
+from engram.security.signing import HotkeyAuth
 from engram.validator.challenges import challenge_miner
 from engram.validator.corpus import Corpus, build_records, corpus_namespace, new_seed
 from engram.validator.repair import Repairer, RepairReport
@@ -83,6 +84,9 @@ class Validator:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
         )
         self._owns_http = http is None
+        # Every query, challenge, corpus write and repair copy is signed by the validator's
+        # hotkey: miners answer challenges only when signed, and budget validators higher.
+        self.http.auth = HotkeyAuth(wallet)
         self.network = Network(
             self.chain,
             NetworkConfig(

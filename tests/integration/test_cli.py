@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engram import EngramClient
+from engram.chain.keys import new_wallet
 from engram.cli import app
 from engram.embed import get_embedder
 
@@ -285,7 +286,11 @@ def node_url(tmp_path: Path) -> Iterator[str]:
 def test_cli_against_a_node(
     runner: CliRunner, node_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cid = run(runner, "ingest", "The cat sat on the mat", "-m", "n=1", "--url", node_url).stdout
+    new_wallet("me/hot", tmp_path / "wallets")
+    signed = ["--wallet", "me/hot", "--wallet-path", str(tmp_path / "wallets")]
+    cid = run(
+        runner, "ingest", "The cat sat on the mat", "-m", "n=1", "--url", node_url, *signed
+    ).stdout
     cid = cid.strip()
     assert FULL_CID.match(cid)
     results = json.loads(run(runner, "query", "a cat", "--url", node_url, "--json").stdout)
@@ -299,5 +304,15 @@ def test_cli_against_a_node(
     corpus.write_text('{"text": "dogs bark"}\nnot json\n')
     report = json.loads(run(runner, "ingest", "-f", str(corpus), "--json", code=1).stdout)
     assert report["ingested"] == 1 and [e["line"] for e in report["errors"]] == [2]
-    run(runner, "delete", cid)
+    assert "sign" in run(runner, "delete", cid, code=1).stderr  # only its writer may delete it
+    run(runner, "delete", cid, *signed)
     assert "not found" in run(runner, "get", cid, code=1).stderr
+
+    # A private namespace, shared with a second hotkey and taken back.
+    run(runner, "ingest", "my secret plan", "--namespace", "mine", *signed)
+    friend = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
+    out = json.loads(run(runner, "grant", friend, "-n", "mine", *signed, "--json").stdout)
+    assert out["grants"] == [{"hotkey": friend, "permission": "read"}]
+    assert "private" in run(runner, "query", "plan", "-n", "mine", code=1).stderr
+    out = json.loads(run(runner, "revoke", friend, "-n", "mine", *signed, "--json").stdout)
+    assert out["grants"] == []

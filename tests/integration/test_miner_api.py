@@ -20,10 +20,12 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from bittensor.sp_core import Keypair
 
 from engram.cid import generate_cid
 from engram.config import MinerConfig
 from engram.miner.app import create_miner_app
+from engram.security.signing import HotkeyAuth
 from tests.conftest import DIM, HashEmbedder, unit_vectors
 
 MIB = 1024 * 1024
@@ -68,7 +70,9 @@ def miner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Miner]:
         time.sleep(0.01)
     url = f"http://127.0.0.1:{port}"
     try:
-        with httpx.Client(base_url=url, timeout=30.0) as http:
+        # Signed, so challenges are answered and the records it writes are its to delete.
+        auth = HotkeyAuth(Keypair.create_from_uri("//Alice"))
+        with httpx.Client(base_url=url, timeout=30.0, auth=auth) as http:
             while http.get("/health").status_code != 200:
                 assert time.monotonic() < deadline, "the miner never said ready"
                 time.sleep(0.01)

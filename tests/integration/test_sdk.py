@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+from bittensor.sp_core import Keypair
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -107,6 +108,8 @@ def _scripted_app(script: dict[str, list[Any]], hits: Counter[str]) -> Starlette
     return Starlette(routes=[Route("/{path:path}", answer, methods=["GET", "POST", "DELETE"])])
 
 
+ALICE = Keypair.create_from_uri("//Alice")
+
 # --- one fixture builds the client in every mode ---------------------------------------------
 
 
@@ -150,7 +153,9 @@ class Harness:
         if url is not None:
             where: dict[str, Any] = {"url": url}
         elif self.http:
-            where = {"url": self.miner(embedder)}
+            # Signed, as a real user's client would be: its records are its own to delete.
+            where = {"url": self.miner(embedder), "keypair": ALICE}
+            where.update({k: kwargs.pop(k) for k in ("keypair", "wallet") if k in kwargs})
         else:
             where = {"path": self.tmp_path / "embedded", "embedder": embedder}
         if self.runner is None:

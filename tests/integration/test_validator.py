@@ -34,6 +34,7 @@ from engram.memory import IngestItem
 from engram.miner.app import create_miner_app
 from engram.network.client import Network
 from engram.network.routing import closest
+from engram.security.signing import HotkeyAuth
 from engram.validator import Validator
 from engram.validator.state import MinerState, ValidatorState
 from tests.conftest import HashEmbedder, ThreadedServer, free_port, serve_in_thread, unit_vectors
@@ -72,8 +73,9 @@ class MinerHandle:
     def stop(self) -> None:
         self.http.stop()
 
-    def cids(self, namespace: str) -> set[str]:
-        with httpx.Client(base_url=self.url, timeout=10) as http:
+    def cids(self, namespace: str, auth: httpx.Auth | None = None) -> set[str]:
+        """What the miner holds in ``namespace``; a private one is listed by its owner only."""
+        with httpx.Client(base_url=self.url, timeout=10, auth=auth) as http:
             body = http.get("/list", params={"namespace": namespace, "limit": 1000}).json()
         return {r["cid"] for r in body["records"]}
 
@@ -93,6 +95,7 @@ class Cluster:
     miners: list[MinerHandle]
     validator_hotkey: str
     beating: set[str] = field(default_factory=set)
+    auth: httpx.Auth | None = None  # signs as the validator
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def config(self, **overrides: Any) -> ValidatorConfig:
@@ -153,6 +156,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         chain.register(NETUID, hotkey, f"miner-coldkey-{i}")
         miners.append(_start_miner(tmp_path / f"miner{i}", hotkey))
     c = Cluster(tmp_path, chain, miners, me.hotkey, beating={m.hotkey for m in miners})
+    c.auth = HotkeyAuth(wallet)  # the validator's corpus namespace is private to its hotkey
     c.announce()
     beat = threading.Thread(target=c.heartbeat, name="heartbeat", daemon=True)
     beat.start()
@@ -185,7 +189,7 @@ def test_validator_writes_the_corpus_to_exactly_its_routed_replicas(cluster: Clu
             assert await v.write_corpus() == 0  # written once, not again
             expected = _expected(cluster, v)
             for m in cluster.miners:
-                assert m.cids(v.namespace) == expected[m.hotkey]
+                assert m.cids(v.namespace, cluster.auth) == expected[m.hotkey]
             assert v._state().unwritten() == set()
 
     run(body())
@@ -371,7 +375,7 @@ def test_repair_moves_a_dead_miners_records_to_the_next_closest(cluster: Cluster
             expected = _expected(cluster, v)
             assert dead.hotkey not in expected
             for m in cluster.miners[1:]:
-                assert expected[m.hotkey] <= m.cids(v.namespace)
+                assert expected[m.hotkey] <= m.cids(v.namespace, cluster.auth)
             live = cluster.serving()
             for r in written:
                 assert r.cid is not None

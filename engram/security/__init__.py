@@ -1,0 +1,1 @@
+"""Private namespaces: who may use them, and client-side protection of their records."""

@@ -1,0 +1,104 @@
+"""Signed requests: Bittensor's ``btauth/1`` headers over method, target, body hash and nonce.
+
+The client side adds the headers to an outgoing ``httpx.Request`` (a fresh
+nonce per attempt, so a retry is never a replay); the server side turns the
+headers of a received request into a :class:`~engram.security.access.Caller`.
+The convention, its payload and its replay window are the ``bittensor``
+SDK's own (:mod:`bittensor.http_auth`), so any Bittensor client can sign for
+Engram without Engram code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import Any
+
+import httpx
+from bittensor import http_auth
+from bittensor.signing import resolve_signer
+
+from engram.errors import InvalidRequestError, UnauthorizedError
+from engram.security.access import ANONYMOUS, Caller
+
+Signer = Any  # a bittensor Wallet, a sp_core Keypair, or anything bittensor.resolve_signer takes
+_SIGNATURE_HEADER = http_auth.HEADER_SIGNATURE.lower()
+_HOTKEY_HEADER = http_auth.HEADER_HOTKEY.lower()
+
+
+def signer_hotkey(signer: Signer) -> str:
+    """The SS58 address a signer signs as; a clear error for something that cannot sign."""
+    try:
+        return resolve_signer(signer, role="hotkey").ss58_address
+    except (TypeError, AttributeError) as exc:
+        raise InvalidRequestError(
+            f"cannot sign with {type(signer).__name__}: give a bittensor Wallet or a Keypair"
+        ) from exc
+
+
+def sign_request(request: httpx.Request, signer: Signer, receiver: str | None = None) -> None:
+    """Add the auth headers for exactly this method, target (path and query) and body."""
+    request.headers.update(
+        http_auth.sign(
+            signer,
+            method=request.method,
+            path=request.url.raw_path.decode("ascii"),
+            body=request.content,
+            receiver_ss58=receiver,
+        )
+    )
+
+
+class HotkeyAuth(httpx.Auth):
+    """httpx authentication that signs every request (and every retry) with one hotkey."""
+
+    requires_request_body = True
+
+    def __init__(self, signer: Signer, receiver: str | None = None) -> None:
+        self.hotkey = signer_hotkey(signer)
+        self.signer = signer
+        self.receiver = receiver
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        sign_request(request, self.signer, self.receiver)
+        yield request
+
+
+class Verifier:
+    """Checks a node's incoming signatures; one nonce store per node rejects replays.
+
+    Requests may be bound to this node's hotkey or to none (a gateway relays
+    a user's signed request unchanged to every replica); one bound to another
+    hotkey is refused.
+    """
+
+    def __init__(
+        self,
+        hotkey: str | None,
+        max_age_s: float,
+        validators: Callable[[], Collection[str]] = frozenset,
+    ) -> None:
+        self.hotkey = hotkey
+        self.max_age_s = max_age_s
+        self.validators = validators
+        window = max_age_s + http_auth.DEFAULT_ALLOWED_SKEW
+        self._nonces = http_auth.InMemoryNonceStore(retention=window + 1.0)
+
+    def caller(self, headers: Mapping[str, str], body: bytes, method: str, target: str) -> Caller:
+        """The verified sender, or :data:`ANONYMOUS` for a request that carries no signature."""
+        if _SIGNATURE_HEADER not in headers and _HOTKEY_HEADER not in headers:
+            return ANONYMOUS
+        try:
+            verified = http_auth.verify(
+                headers,
+                body,
+                method=method,
+                path=target,
+                self_hotkey_ss58=self.hotkey or "",
+                max_age=self.max_age_s,
+                require_receiver=False,
+                nonce_store=self._nonces,
+            )
+        except http_auth.AuthError as exc:
+            raise UnauthorizedError(f"signature rejected: {exc}") from None
+        hotkey = verified.hotkey_ss58
+        return Caller(hotkey=hotkey, validator=hotkey in self.validators())
