@@ -305,7 +305,8 @@ def create_miner_app(
 
     @app.get("/stats", response_model=StatsResponse)
     async def stats(request: Request) -> dict[str, Any]:
-        return await rt(request).read(rt(request).service.stats)
+        caller = await gate.admit(request, Budget.QUERY)
+        return await rt(request).read(rt(request).service.stats, caller)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

@@ -179,9 +179,10 @@ class MinerService:
         tree = self.inventory()
         return tree.root, tree.prove_at(index)
 
-    def stats(self) -> dict[str, Any]:
-        """Public numbers: private namespaces count in ``records`` but are never named."""
-        private = self.memory.access.private()
+    def stats(self, caller: Caller = ANONYMOUS) -> dict[str, Any]:
+        """Numbers; private namespaces count in ``records`` but are named only to their readers."""
+        readable = self.memory.namespaces(caller)
+        hidden = self.memory.access.private() - set(readable)
         with self._stats_lock:
             latencies = np.array(self._latencies) if self._latencies else None
             queries = self._queries
@@ -189,7 +190,7 @@ class MinerService:
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "records": self.store.count(),
-            "namespaces": self.memory.namespaces(ANONYMOUS),
+            "namespaces": readable,
             "queries_served": queries,
             "query_latency_p50_ms": None
             if latencies is None
@@ -197,5 +198,5 @@ class MinerService:
             "query_latency_p99_ms": None
             if latencies is None
             else float(np.percentile(latencies, 99)),
-            "index": {ns: v for ns, v in self.store.stats().items() if ns not in private},
+            "index": {ns: v for ns, v in self.store.stats().items() if ns not in hidden},
         }

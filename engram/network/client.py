@@ -373,6 +373,7 @@ class Network:
                 for record in result:
                     unique.setdefault(record.cid, record)
         if all(isinstance(r, BaseException) for r in results):
+            _raise_client_error(dict(enumerate(results)))
             raise UnavailableError("no miner answered the listing")
         return [unique[c] for c in sorted(unique)]
 

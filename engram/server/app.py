@@ -86,11 +86,28 @@ async def parse_body(request: Request, model: type[M]) -> M:
 
 
 def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI ``requestBody`` for routes that parse with :func:`parse_body`."""
+    """OpenAPI ``requestBody`` for routes that parse with :func:`parse_body`.
+
+    Nested models are inlined: the schema sits inside an operation, where
+    pydantic's ``#/$defs/...`` references would point nowhere.
+    """
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
+            "content": {"application/json": {"schema": inline(schema)}},
         }
     }
 

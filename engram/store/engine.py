@@ -261,9 +261,9 @@ class Store:
         return self.db.find_cid(cid)
 
     def list(self, namespace: str | None = None, limit: int = 100, offset: int = 0) -> list[Record]:
-        if not 1 <= limit <= self.limits.max_list_limit or offset < 0:
+        if not 1 <= limit <= self.limits.max_list_limit or not 0 <= offset < 2**63:
             raise InvalidRequestError(
-                f"limit must be 1..{self.limits.max_list_limit} and offset >= 0"
+                f"limit must be 1..{self.limits.max_list_limit} and offset 0..2^63-1"
             )
         return self.db.page(check_namespace(namespace, self.limits), limit, offset)
 
@@ -317,7 +317,8 @@ class Store:
 
     def _query_vector(self, vector: Any) -> np.ndarray:
         try:
-            q = np.asarray(vector, dtype=np.float32)
+            with np.errstate(over="ignore"):  # 1e308 becomes inf, refused below
+                q = np.asarray(vector, dtype=np.float32)
         except (TypeError, ValueError) as exc:
             raise InvalidRequestError("query vector must be a flat list of numbers") from exc
         if q.ndim != 1:

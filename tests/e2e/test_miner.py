@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from bittensor.sp_core import Keypair
 
 from engram.cid import generate_cid, verify_cid
 from engram.errors import CIDMismatchError
@@ -33,6 +34,7 @@ from engram.proofs import (
     verify_response,
 )
 from engram.records import Record
+from engram.security.signing import HotkeyAuth
 from tests.conftest import DIM, unit_vectors
 from tests.e2e.conftest import MinerProcess, miner_env
 
@@ -54,7 +56,9 @@ HIT_KEYS = {"cid", "score", "metadata", "text"}
 
 @pytest.fixture(scope="module")
 def http(miner: MinerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=miner.url, timeout=60.0) as client:
+    # Signed, as a real client would be: challenges are answered, its records are its to delete.
+    auth = HotkeyAuth(Keypair.create_from_uri("//Alice"))
+    with httpx.Client(base_url=miner.url, timeout=60.0, auth=auth) as client:
         yield client
 
 

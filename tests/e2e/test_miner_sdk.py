@@ -7,11 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from bittensor.sp_core import Keypair
 
 from engram import AsyncEngramClient, EngramClient
 from engram.errors import DimensionMismatchError, NotFoundError
 from tests.conftest import unit_vectors
 from tests.e2e.conftest import MinerProcess
+
+ALICE = Keypair.create_from_uri("//Alice")  # signs, so its records are its own to delete
 
 FACTS = [
     ("The Eiffel Tower is in Paris.", {"topic": "travel"}),
@@ -21,7 +24,7 @@ FACTS = [
 
 
 def test_sdk_sync_client_drives_the_real_miner(miner: MinerProcess, tmp_path: Path) -> None:
-    with EngramClient(miner.url, namespace="e2e-sdk-sync") as client:
+    with EngramClient(miner.url, namespace="e2e-sdk-sync", keypair=ALICE) as client:
         assert client.health()["ready"] is True
         cids = [client.ingest(text, meta) for text, meta in FACTS]
         vec_cid = client.ingest_embedding(unit_vectors(1, seed=3)[0], {"kind": "vector"})
@@ -50,7 +53,7 @@ def test_sdk_sync_client_drives_the_real_miner(miner: MinerProcess, tmp_path: Pa
 
 def test_sdk_async_client_drives_the_real_miner(miner: MinerProcess) -> None:
     async def scenario() -> None:
-        async with AsyncEngramClient(miner.url, namespace="e2e-sdk-async") as client:
+        async with AsyncEngramClient(miner.url, namespace="e2e-sdk-async", keypair=ALICE) as client:
             result = await client.batch_ingest(
                 [{"text": t, "metadata": m} for t, m in FACTS] + [{"embedding": [1.0]}]
             )
