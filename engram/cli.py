@@ -769,6 +769,7 @@ def localnet(
             _stdout().print(
                 f"\nSDK:  EngramClient.from_network(chain={net.chain_url!r})\n"
                 f"      EngramClient({net.gateway_url!r})\n"
+                f"Web UI: {net.gateway_url}/ (dashboard: {net.gateway_url}/dashboard)\n"
                 f"Network view: {net.gateway_url}/api/network\nCtrl-C stops everything."
             )
             while all(c.process.poll() is None for c in net.children):

@@ -4,7 +4,8 @@ Any Engram client (the SDK's one-node mode included) can point at a gateway
 as at a miner; the gateway embeds text once, writes to each CID's replicas,
 scatters reads and merges them. ``GET /api/network`` shows the subnet: the
 chain's neurons, weights and incentive, and the validator's scores and
-replica health when a validator URL is configured.
+replica health when a validator URL is configured. The web pages
+(playground, browser, CID pages, dashboard) are in :mod:`engram.gateway.web`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from engram.cid import parse_cid
 from engram.config import GatewayConfig, Limits, NetworkConfig, load_config
 from engram.embed import Embedder
 from engram.errors import EngramError, InvalidRequestError, NotFoundError, QuorumError
+from engram.gateway.web import add_web
 from engram.miner.service import item_from_request, items_from_batch
 from engram.network.client import Network, WriteReport
 from engram.protocol import (
@@ -202,6 +204,7 @@ def create_gateway_app(
     async def metrics(request: Request) -> Response:
         return request.app.state.metrics.render()
 
+    add_web(app, config, network_summary)
     return app
 
 
