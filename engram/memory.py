@@ -90,10 +90,14 @@ class Memory:
         if not self.store.delete(cid, ns):
             raise NotFoundError(f"no record {cid} in namespace {ns}")
 
-    def get(self, cid: str, namespace: str | None, caller: Caller = OPERATOR) -> Record | None:
+    def _readable(self, caller: Caller, namespace: str | None) -> str:
+        """The checked namespace name, once the caller may read it."""
         ns = check_namespace(namespace, self.store.limits)
         self.access.require(caller, ns, Permission.READ)
-        return self.store.get(cid, ns)
+        return ns
+
+    def get(self, cid: str, namespace: str | None, caller: Caller = OPERATOR) -> Record | None:
+        return self.store.get(cid, self._readable(caller, namespace))
 
     def find(self, cid: str, caller: Caller = OPERATOR) -> Record | None:
         """The oldest copy of ``cid`` the caller may read; copies it may not are never named."""
@@ -105,17 +109,24 @@ class Memory:
     def list(
         self, namespace: str | None, limit: int, offset: int, caller: Caller = OPERATOR
     ) -> list[Record]:
-        ns = check_namespace(namespace, self.store.limits)
-        self.access.require(caller, ns, Permission.READ)
-        return self.store.list(ns, limit, offset)
+        return self.store.list(self._readable(caller, namespace), limit, offset)
 
     def count(self, namespace: str | None, caller: Caller = OPERATOR) -> int:
         """Records in a namespace the caller may read, or in the whole store (a number only)."""
         if namespace is None:
             return self.store.count()
+        return self.store.count(self._readable(caller, namespace))
+
+    def set_grant(
+        self, caller: Caller, namespace: str, hotkey: str, permission: Permission, granted: bool
+    ) -> dict[str, Any]:
+        """Grant or revoke, as the namespace's owner; returns the namespace as it now is."""
         ns = check_namespace(namespace, self.store.limits)
-        self.access.require(caller, ns, Permission.READ)
-        return self.store.count(ns)
+        self.access.set_grant(caller, ns, hotkey, permission, granted)
+        return self.access.describe(caller, ns)
+
+    def describe(self, caller: Caller, namespace: str) -> dict[str, Any]:
+        return self.access.describe(caller, check_namespace(namespace, self.store.limits))
 
     def namespaces(self, caller: Caller = OPERATOR) -> dict[str, int]:
         """Record counts of the namespaces the caller may read (private names stay hidden)."""
@@ -142,7 +153,7 @@ class Memory:
         """Search by ``vector``, or by ``text`` embedded with the canonical model."""
         if (text is None) == (vector is None):
             raise InvalidRequestError("give exactly one of query text or query vector")
-        self.access.require(caller, check_namespace(namespace, self.store.limits), Permission.READ)
+        self._readable(caller, namespace)
         if vector is None:
             vector = self.embed_query(text or "")
         return self.store.search(vector, top_k, filter, namespace, include_embedding)

@@ -248,7 +248,7 @@ def create_miner_app(
     @app.get("/namespaces/{namespace}", response_model=NamespaceInfo)
     async def namespace_info(namespace: str, request: Request) -> dict[str, Any]:
         caller = await gate.admit(request, Budget.QUERY)
-        return await rt(request).read(rt(request).service.describe, caller, namespace)
+        return await rt(request).read(rt(request).service.memory.describe, caller, namespace)
 
     @app.post(
         "/namespaces/{namespace}/grants",
@@ -260,7 +260,7 @@ def create_miner_app(
         caller = await gate.admit(request, Budget.INGEST)
         runtime = rt(request)
         return await runtime.write(
-            runtime.service.set_grant, caller, namespace, body.hotkey, body.permission, True
+            runtime.service.memory.set_grant, caller, namespace, body.hotkey, body.permission, True
         )
 
     @app.delete("/namespaces/{namespace}/grants/{hotkey}", response_model=NamespaceInfo)
@@ -270,7 +270,7 @@ def create_miner_app(
         caller = await gate.admit(request, Budget.INGEST)
         runtime = rt(request)
         return await runtime.write(
-            runtime.service.set_grant, caller, namespace, hotkey, permission, False
+            runtime.service.memory.set_grant, caller, namespace, hotkey, permission, False
         )
 
     @app.get("/commitment", response_model=CommitmentResponse)

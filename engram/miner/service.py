@@ -22,8 +22,8 @@ from engram.memory import IngestItem, Memory
 from engram.network.routing import RouteCheck
 from engram.proofs import Challenge, ChallengeResponse, InclusionProof, MerkleTree, respond
 from engram.protocol import IngestRequest
-from engram.records import QueryResult, Record, check_namespace
-from engram.security.access import ANONYMOUS, Caller, Permission
+from engram.records import QueryResult, Record
+from engram.security.access import ANONYMOUS, Caller
 
 _LATENCY_WINDOW = 10_000
 
@@ -106,16 +106,6 @@ class MinerService:
     def delete(self, cid: str, namespace: str | None, caller: Caller) -> None:
         self.memory.delete(cid, namespace, caller)
         self._tree = None
-
-    def set_grant(
-        self, caller: Caller, namespace: str, hotkey: str, permission: Permission, granted: bool
-    ) -> dict[str, Any]:
-        ns = check_namespace(namespace, self.store.limits)
-        self.memory.access.set_grant(caller, ns, hotkey, permission, granted)
-        return self.memory.access.describe(caller, ns)
-
-    def describe(self, caller: Caller, namespace: str) -> dict[str, Any]:
-        return self.memory.access.describe(caller, check_namespace(namespace, self.store.limits))
 
     # --- reads ---------------------------------------------------------------------------
 

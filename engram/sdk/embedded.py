@@ -67,11 +67,10 @@ class EmbeddedTransport:
     def set_grant(
         self, namespace: str, hotkey: str, permission: Permission, granted: bool
     ) -> dict[str, Any]:
-        self.memory.access.set_grant(self.caller, namespace, hotkey, permission, granted)
-        return self.memory.access.describe(self.caller, namespace)
+        return self.memory.set_grant(self.caller, namespace, hotkey, permission, granted)
 
     def describe(self, namespace: str) -> dict[str, Any]:
-        return self.memory.access.describe(self.caller, namespace)
+        return self.memory.describe(self.caller, namespace)
 
     def stats(self) -> dict[str, Any]:
         return {

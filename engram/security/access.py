@@ -108,12 +108,13 @@ class NamespaceAccess:
 
     def admit_delete(self, caller: Caller, namespace: str, cid: str) -> None:
         """Private: owner or write grantee. Public: only the hotkey that wrote the record."""
-        if self.db.owner(namespace) is not None:
+        private = self.db.owner(namespace) is not None
+        if private:
             self.require(caller, namespace, Permission.WRITE)
         exists, writer = self.db.writer(namespace, cid)
         if not exists:
             raise NotFoundError(f"no record {cid} in namespace {namespace}")
-        if caller.operator or self.db.owner(namespace) is not None:
+        if caller.operator or private:
             return
         if writer is None:
             raise ForbiddenError(
