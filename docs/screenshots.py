@@ -88,10 +88,7 @@ def main() -> None:
             gateway_port=_free_port(),
             validator_port=_free_port(),
         )
-        net.prepare()
-        net.start()
-        try:
-            net.wait_ready()
+        with net.running():
             started = time.monotonic()
             with httpx.Client(base_url=net.gateway_url, timeout=60) as http:
                 for text, metadata in NOTES:
@@ -107,8 +104,6 @@ def main() -> None:
                 time.sleep(max(0.0, HISTORY_S - (time.monotonic() - started)))
                 _dashboard(page, out)
                 browser.close()
-        finally:
-            net.stop()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,6 +233,17 @@ class Localnet:
                     names = ", ".join(c.name for c in pending)
                     raise UnavailableError(f"{names} not ready after {timeout_s:.0f}s")
                 time.sleep(0.25)
+
+    @contextmanager
+    def running(self) -> Iterator[Localnet]:
+        """Prepared, started and ready inside the block; every child stopped after it."""
+        self.prepare()
+        self.start()
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            self.stop()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM every child (gateway first, miners last), then SIGKILL what is left."""

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import uvicorn
 
+from engram.localnet import Localnet
 from engram.store import Store
 
 DIM = 384
@@ -112,3 +113,14 @@ def serve_in_thread(
                 assert time.monotonic() < deadline, f"{name} never said ready"
                 time.sleep(0.02)
     return handle
+
+
+def localnet_on_free_ports(home: Path, miners: int) -> Localnet:
+    """A localnet plan whose miners, validator and gateway listen on free loopback ports."""
+    return Localnet(
+        home=home,
+        miners=miners,
+        miner_ports=[free_port() for _ in range(miners)],
+        gateway_port=free_port(),
+        validator_port=free_port(),
+    )

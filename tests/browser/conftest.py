@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from engram.localnet import Localnet
-from tests.conftest import free_port
+from tests.conftest import localnet_on_free_ports
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -49,24 +49,15 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def localnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Localnet]:
     """Three miners, a validator and a gateway; the model cache is the session's ENGRAM_HOME."""
-    net = Localnet(
-        home=tmp_path_factory.mktemp("localnet"),
-        miners=3,
-        miner_ports=[free_port() for _ in range(3)],
-        gateway_port=free_port(),
-        validator_port=free_port(),
-    )
+    net = localnet_on_free_ports(tmp_path_factory.mktemp("localnet"), 3)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ENGRAM_HOME", str(tmp_path_factory.getbasetemp() / "engram-home"))
-        net.prepare()
-        net.start()
-    _RUNNING.append(net)
-    try:
-        net.wait_ready()
-        yield net
-    finally:
-        _RUNNING.remove(net)
-        net.stop()
+        with net.running():
+            _RUNNING.append(net)
+            try:
+                yield net
+            finally:
+                _RUNNING.remove(net)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from engram.chain.local import LocalChain
 from engram.localnet import Localnet
 from engram.network.routing import closest
 from engram.validator.state import read_summary
-from tests.conftest import free_port
+from tests.conftest import localnet_on_free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -93,21 +93,8 @@ def _wait(predicate: Callable[[], T], timeout_s: float, what: str, step_s: float
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Localnet]:
-    home = tmp_path_factory.mktemp("localnet")
-    localnet = Localnet(
-        home=home,
-        miners=MINERS,
-        miner_ports=[free_port() for _ in range(MINERS)],
-        gateway_port=free_port(),
-        validator_port=free_port(),
-    )
-    localnet.prepare()
-    localnet.start()
-    try:
-        localnet.wait_ready()
-        yield localnet
-    finally:
-        localnet.stop()
+    with localnet_on_free_ports(tmp_path_factory.mktemp("localnet"), MINERS).running() as net:
+        yield net
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from bittensor.sp_core import Keypair
 from engram import EngramClient, SealKey
 from engram.errors import ForbiddenError
 from engram.localnet import Localnet
-from tests.conftest import free_port
+from tests.conftest import localnet_on_free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -32,20 +32,8 @@ SECRETS = [
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Localnet]:
-    localnet = Localnet(
-        home=tmp_path_factory.mktemp("sealed-localnet"),
-        miners=3,
-        miner_ports=[free_port() for _ in range(3)],
-        gateway_port=free_port(),
-        validator_port=free_port(),
-    )
-    localnet.prepare()
-    localnet.start()
-    try:
-        localnet.wait_ready()
-        yield localnet
-    finally:
-        localnet.stop()
+    with localnet_on_free_ports(tmp_path_factory.mktemp("sealed-localnet"), 3).running() as net:
+        yield net
 
 
 def _miner_files(net: Localnet) -> list[Path]:
