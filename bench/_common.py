@@ -278,10 +278,16 @@ def rss_bytes() -> int:
 #   {"kind": "raw_batch", "vectors": "v.npy", "batch": 1000}  BatchIngestSynapse of raw vectors
 #   {"kind": "text_batch", "texts": "t.json", "batch": 64}    BatchIngestSynapse of texts
 #   {"kind": "text_single", "texts": "t.json"}                one IngestSynapse per text
-# ("namespace" optional for the ingest kinds). The warm-up sends the first ``warmup`` bodies
-# untimed; "requests" (default: every body after those) are then timed, cycling through the
-# bodies, with at most "concurrency" in flight. Bodies are encoded before the clock starts,
-# with vectors as ``ndarray.tolist()`` floats, as the SDK sends them.
+# ("namespace" optional for the ingest kinds; "min_results" optional for queries: fewer hits
+# count as a failure). The warm-up sends the first ``warmup`` bodies untimed; "requests"
+# (default: every body after those) are then timed, cycling through the bodies, with at most
+# "concurrency" in flight. Bodies are encoded before the clock starts, with vectors as
+# ``ndarray.tolist()`` floats, as the SDK sends them. Every answer, warm-up ones included, is
+# checked (:func:`check_answer`): its HTTP status, its body and, for ingest, a CID per item.
+# A run's summary counts the requests checked ("requests_checked"), those that failed
+# ("failed_requests"), the failures per kind ("failures", e.g. {"http 429": 40}) and the
+# first error; ingest runs add "items_sent" (warm-up included), "items_acked" (items given a
+# CID) and "cids_distinct".
 
 _LOAD_CLIENT_BOOT = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
@@ -375,14 +381,83 @@ def _server_cpu_s(pid: int | None) -> float | None:
             return None
 
 
+_CID_PATTERN = r"^v[0-9]+::[0-9a-f]{64}$"
+
+
+def check_answer(
+    kind: str, status: int, raw: bytes, items: int, min_results: int = 0
+) -> tuple[list[tuple[str, str]], dict[str, Any] | None, list[str]]:
+    """What is wrong with one answer: ([(failure kind, detail), ...], parsed body, its CIDs).
+
+    A request that did not get a 200 fails once, as ``transport`` (no answer at all,
+    ``status`` -1) or ``http <status>``; a 200 whose body is not a JSON object fails as
+    ``bad json``; that is all kind ``json`` asks. Otherwise every item is checked: a query
+    needs no ``error``, a
+    ``results`` list and at least ``min_results`` hits; every ingested item needs no
+    error (``item error``) and a well-formed CID (``missing cid``). The CIDs returned are
+    those of the items that passed.
+    """
+    import json
+    import re
+
+    text = raw[:300].decode(errors="replace")
+    if status == -1:
+        return [("transport", text)], None, []
+    if status != 200:
+        return [(f"http {status}", f"{status}: {text}")], None, []
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return [("bad json", f"200 but not a JSON object: {text}")], None, []
+    bad: list[tuple[str, str]] = []
+    cids: list[str] = []
+    well_formed = re.compile(_CID_PATTERN).match
+    if kind == "json":  # any JSON object will do
+        pass
+    elif kind == "query":
+        results = doc.get("results")
+        if doc.get("error") is not None:
+            bad.append(("answer error", f"error: {doc['error']}"))
+        elif not isinstance(results, list):
+            bad.append(("bad answer", f"no results list: {text}"))
+        elif len(results) < min_results:
+            bad.append(("short answer", f"{len(results)} results, expected {min_results}"))
+    elif kind == "text_single":
+        cid = doc.get("cid")
+        if doc.get("error") is not None:
+            bad.append(("item error", f"error: {doc['error']}"))
+        elif not (isinstance(cid, str) and well_formed(cid)):
+            bad.append(("missing cid", f"no CID in the answer: {text}"))
+        else:
+            cids.append(cid)
+    else:  # a batch
+        got, errors = doc.get("cids"), doc.get("errors")
+        if not isinstance(got, list) or len(got) != items:
+            n = len(got) if isinstance(got, list) else "no"
+            bad.append(("missing cid", f"{n} CIDs for {items} items: {text}"))
+        else:
+            errors = errors if isinstance(errors, list) and len(errors) == items else [None] * items
+            for j, (cid, e) in enumerate(zip(got, errors, strict=True)):
+                if e is not None:
+                    bad.append(("item error", f"item {j}: {e}"))
+                elif not (isinstance(cid, str) and well_formed(cid)):
+                    bad.append(("missing cid", f"item {j}: CID {cid!r}"))
+                else:
+                    cids.append(cid)
+    return bad, doc, cids
+
+
 async def _one_run(base_url: str, server_pid: int | None, run: dict[str, Any]) -> dict[str, Any]:
     import asyncio
-    import json
     import time
 
     import aiohttp
 
     bodies, items = _load_bodies(run["body"])
+    kind = run["body"]["kind"]
+    min_results = int(run["body"].get("min_results", 0))
     url = base_url + run["path"]
     concurrency = int(run["concurrency"])
     warmup = max(int(run.get("warmup", 0)), 0)
@@ -393,54 +468,71 @@ async def _one_run(base_url: str, server_pid: int | None, run: dict[str, Any]) -
     lat = np.full(total, np.nan)
     server_ms: list[float] = []
     statuses: dict[int, int] = {}
-    item_errors = 0
+    failures: dict[str, int] = {}
     first_error: list[str] = []
+    failed_requests = 0
+    checked = 0
+    items_sent = 0
+    items_acked = 0
+    cids: set[str] = set()
     done_items = 0
+
+    def check(i: int, status: int, raw: bytes, timed: bool) -> None:
+        """Tally one answer (warm-up ones too); count its items if it is timed."""
+        nonlocal failed_requests, checked, items_sent, items_acked, done_items
+        n_items = items[i % len(items)]
+        checked += 1
+        items_sent += n_items
+        statuses[status] = statuses.get(status, 0) + 1
+        bad, doc, got = check_answer(kind, status, raw, n_items, min_results)
+        if bad:
+            failed_requests += 1
+            for what, _ in bad:
+                failures[what] = failures.get(what, 0) + 1
+            if not first_error:
+                first_error.append(bad[0][1])
+        if kind == "query":
+            ok = 0 if bad else 1
+        else:
+            ok = len(got)
+            items_acked += ok
+            cids.update(got)
+        if timed:
+            done_items += ok
+            if doc is not None and "latency_ms" in doc:
+                server_ms.append(float(doc["latency_ms"]))
 
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=max(time_limit, 30.0))
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def post(i: int) -> tuple[int, bytes]:
-            async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as resp:
-                return resp.status, await resp.read()
+            try:
+                async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as resp:
+                    return resp.status, await resp.read()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                return -1, repr(exc).encode()
 
         # Warm-up: open every connection and wake the server's threads, untimed. It uses
         # the first ``warmup`` bodies and the timed requests the ones after, so ingest
         # runs never time a re-sent (deduplicated) body unless they wrap around.
-        warm = [post(i) for i in range(warmup)]
-        for start in range(0, len(warm), concurrency):
-            await asyncio.gather(*warm[start : start + concurrency])
+        for start in range(0, warmup, concurrency):
+            idx = range(start, min(start + concurrency, warmup))
+            for i, (status, raw) in zip(idx, await asyncio.gather(*map(post, idx)), strict=True):
+                check(i, status, raw, timed=False)
 
         next_i = 0
         deadline = clock() + time_limit
 
         async def worker() -> None:
-            nonlocal next_i, item_errors, done_items
+            nonlocal next_i
             while next_i < total and clock() < deadline:
                 i = next_i
                 next_i += 1
                 t0 = clock()
-                try:
-                    status, raw = await post(warmup + i)
-                except (TimeoutError, aiohttp.ClientError) as exc:
-                    status, raw = -1, repr(exc).encode()
+                status, raw = await post(warmup + i)
                 lat[i] = clock() - t0
-                statuses[status] = statuses.get(status, 0) + 1
-                if status != 200:
-                    if not first_error:
-                        first_error.append(f"{status}: {raw[:300].decode(errors='replace')}")
-                    continue
-                done_items += items[(warmup + i) % len(items)]
-                doc = json.loads(raw)
-                if "latency_ms" in doc:
-                    server_ms.append(float(doc["latency_ms"]))
-                errs = doc.get("errors") or []
-                bad = sum(1 for e in errs if e is not None) + (doc.get("error") is not None)
-                if bad:
-                    item_errors += bad
-                    if not first_error:
-                        first_error.append(str(next(e for e in errs if e) if errs else doc))
+                check(warmup + i, status, raw, timed=True)
 
         cpu0, srv0, t0 = time.process_time(), _server_cpu_s(server_pid), clock()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -450,6 +542,9 @@ async def _one_run(base_url: str, server_pid: int | None, run: dict[str, Any]) -
 
     done = lat[~np.isnan(lat)]
     n = len(done)
+    answer_failures = sum(
+        v for k, v in failures.items() if k != "transport" and not k.startswith("http ")
+    )
     out: dict[str, Any] = {
         "name": run.get("name"),
         "concurrency": concurrency,
@@ -460,9 +555,13 @@ async def _one_run(base_url: str, server_pid: int | None, run: dict[str, Any]) -
         "rps": n / wall if wall > 0 else None,
         "items": done_items,
         "items_per_s": done_items / wall if wall > 0 else None,
+        "warmup_requests": warmup,
+        "requests_checked": checked,
+        "failed_requests": failed_requests,
+        "failures": failures,
         "statuses": {str(k): v for k, v in statuses.items()},
         "http_errors": sum(v for k, v in statuses.items() if k != 200),
-        "item_errors": item_errors,
+        "item_errors": answer_failures,
         "first_error": first_error[0] if first_error else None,
         "body_bytes_mean": float(np.mean([len(b) for b in bodies])),
         "client_cpu_us_per_request": client_cpu / n * 1e6 if n else None,
@@ -471,6 +570,8 @@ async def _one_run(base_url: str, server_pid: int | None, run: dict[str, Any]) -
         else None,
         "server_cpu_share": (srv1 - srv0) / wall if srv0 is not None and srv1 is not None else None,
     }
+    if kind != "query":
+        out.update(items_sent=items_sent, items_acked=items_acked, cids_distinct=len(cids))
     if n:
         out.update(
             p50_ms=float(np.percentile(done, 50) * 1e3),

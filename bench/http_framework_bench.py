@@ -5,8 +5,8 @@ Run: ``python bench/http_framework_bench.py [--requests 3000] [--concurrency 1 6
 
 Every server exposes one endpoint equivalent to the miner's ``POST /QuerySynapse``
 with no search behind it: parse a 384-float query body into the miner's own
-pydantic model (:class:`engram.protocol.QueryRequest`) and answer 10 small
-results through :class:`engram.protocol.QueryResponse`. Variants:
+pydantic model (:class:`engram.api.wire.QueryRequest`) and answer 10 small
+results through :class:`engram.api.wire.QueryResponse`. Variants:
 
 * ``fastapi`` — idiomatic, as the miner is written: body model as a parameter
   (stdlib ``json.loads`` + pydantic ``validate_python``) and ``response_model``;
@@ -56,7 +56,7 @@ from _common import err, free_port, machine_info, normalize_rows, run_load, writ
 # Module level: FastAPI resolves the (string) annotations of the routes in these globals.
 from fastapi import Request, Response
 
-from engram.protocol import QueryRequest, QueryResponse
+from engram.api.wire import QueryRequest, QueryResponse
 
 SERVERS = (
     "fastapi",

@@ -3,7 +3,9 @@
 Run: ``python bench/miner_bench.py [--n 100000] [--requests 3000] [--concurrency 1 16 64]
 [--sentences 2000] [--profile [CLIENTS ...]] [--parts query batch text] [--json out.json]``
 
-One run, three parts, each against a real ``python -m engram miner`` process:
+One run, three parts, each against a real ``python -m engram miner`` process with its
+per-IP rate limits off (``ENGRAM_RATE_LIMITS=false``: the default token buckets would answer
+most of these requests with 429):
 
 * **query** — ``--n`` clustered 384-d unit vectors (seeded) are put into a store
   in-process and ``flush()``-ed; ``Store.search`` is timed in-process with 1, 16
@@ -17,11 +19,19 @@ One run, three parts, each against a real ``python -m engram miner`` process:
   and searchable by exact scan), and until the background HNSW build caught up.
 * **text ingest** — ``--sentences`` distinct generated sentences through the bare
   embedder in-process (``encode(all, batch_size=64)``: the yardstick), through
-  ``Memory.ingest`` in-process, and into a fresh miner as ``BatchIngestSynapse``
+  ``LocalNode.ingest`` in-process, and into a fresh miner as ``BatchIngestSynapse``
   batches of 64 and 256 texts and as single ``IngestSynapse`` requests (4 in
   flight). A bare pass runs before and after every measurement and each is
   compared with those two, because a shared machine's speed drifts. Yardstick:
   HTTP text ingest ≥ 90 % of the bare embedder's sentences/s.
+
+Every answer is checked, warm-up ones included: its HTTP status, its body (a query's
+``top_k`` hits and no error; a CID for every ingested item), and after every ingest run the
+miner's ``GET /count`` must equal the records sent. Failures are counted per kind (``http
+429``, ``transport``, ``missing cid``, ``item error``, ...); the first failing run stops the
+benchmark, which then prints how many requests failed and the first error and exits with
+status 1 (with ``--json``, the report says so under ``failure`` and ``checks``). The report's
+``requests_checked`` is how many requests were checked.
 
 The load generator runs in a process of its own but on this same machine, so
 its CPU competes with the miner's: on a 2-core box that caps the QPS seen at 16
@@ -60,6 +70,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import (
+    check_answer,
     clustered_vectors,
     err,
     free_port,
@@ -77,6 +88,9 @@ CHECK_QUERIES = 50
 TARGET_OVERHEAD_MS = 1.0
 TARGET_P99_MS = 100.0
 TARGET_TEXT_SHARE = 0.90
+MINER_ENV = {"ENGRAM_RATE_LIMITS": "false"}
+"""Set for every miner: the per-IP token buckets (engram.config.SecurityConfig) would answer
+most of the benchmark's requests with 429, and the benchmark would time those."""
 clock = time.perf_counter
 
 
@@ -84,11 +98,125 @@ def _loadavg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+# --- checking every answer ---------------------------------------------------------------------
+
+
+class BenchFailure(RuntimeError):
+    """A request failed or the miner holds other records than were sent: nothing to report."""
+
+
+class Checks:
+    """Every request the benchmark sends, tallied; the first failing run stops the benchmark.
+
+    Load runs are checked by the load client (:func:`_common.check_answer`: status, body,
+    a CID per ingested item) and handed in with :meth:`runs`; the benchmark's own requests
+    (answer comparison, ``/count``, ``/stats``) go through :meth:`get` and :meth:`post`.
+    """
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.failed = 0
+        self.failures: Counter[str] = Counter()
+        self.first_error: str | None = None
+        self.by_run: dict[str, dict[str, Any]] = {}
+        self.record_counts: list[dict[str, Any]] = []
+
+    def _tally(self, name: str, checked: int, failed: int, failures: dict[str, int],
+               first_error: str | None, statuses: dict[str, int] | None = None) -> None:  # fmt: skip
+        self.requests += checked
+        self.failed += failed
+        self.failures.update(failures)
+        if first_error and self.first_error is None:
+            self.first_error = f"{name}: {first_error}"
+        row = self.by_run.setdefault(
+            name, {"requests_checked": 0, "failed_requests": 0, "failures": {}, "statuses": {}}
+        )
+        row["requests_checked"] += checked
+        row["failed_requests"] += failed
+        for k, v in failures.items():
+            row["failures"][k] = row["failures"].get(k, 0) + v
+        for k, v in (statuses or {}).items():
+            row["statuses"][k] = row["statuses"].get(k, 0) + v
+        if first_error and "first_error" not in row:
+            row["first_error"] = first_error
+
+    def message(self) -> str:
+        kinds = ", ".join(f"{k}: {v:,}" for k, v in self.failures.most_common())
+        return (
+            f"{self.failed:,} of {self.requests:,} requests failed ({kinds}); "
+            f"first error in {self.first_error}"
+        )
+
+    def _raise_if_failed(self) -> None:
+        if self.failed:
+            raise BenchFailure(self.message())
+
+    def runs(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Load runs' summaries, once every one of their requests was answered as it should be."""
+        for r in results:
+            self._tally(r["name"], r["requests_checked"], r["failed_requests"], r["failures"],
+                        r["first_error"], r["statuses"])  # fmt: skip
+        self._raise_if_failed()
+        return results
+
+    def _answer(self, name: str, send: Any, kind: str, min_results: int) -> dict[str, Any]:
+        import httpx
+
+        try:
+            r = send()
+            status, raw = r.status_code, r.content
+        except httpx.HTTPError as exc:
+            status, raw = -1, repr(exc).encode()
+        bad, doc, _ = check_answer(kind, status, raw, 1, min_results)
+        failures = dict(Counter(what for what, _ in bad))
+        self._tally(name, 1, 1 if bad else 0, failures, bad[0][1] if bad else None,
+                    {str(status): 1})  # fmt: skip
+        self._raise_if_failed()
+        assert doc is not None
+        return doc
+
+    def get(self, client: Any, path: str, **params: Any) -> dict[str, Any]:
+        """``GET path`` on the miner; its JSON object, once it answered 200."""
+        return self._answer(f"GET {path}", lambda: client.get(path, params=params), "json", 0)
+
+    def post(self, client: Any, path: str, body: dict[str, Any], kind: str, min_results: int = 0) -> dict[str, Any]:  # fmt: skip
+        """``POST path``; its JSON object, once it passed :func:`check_answer` as ``kind``."""
+        return self._answer(f"POST {path}", lambda: client.post(path, json=body), kind, min_results)  # fmt: skip
+
+    def record_count(self, client: Any, after: str, sent: int, namespace: str | None = None) -> int:  # fmt: skip
+        """The miner's record count (of ``namespace``, else in all), which must equal ``sent``."""
+        params = {} if namespace is None else {"namespace": namespace}
+        stored = int(self.get(client, "/count", **params)["count"])
+        self.record_counts.append(
+            {"after": after, "namespace": namespace, "stored": stored, "sent": sent}
+        )
+        if stored != sent:
+            where = "" if namespace is None else f" in namespace {namespace!r}"
+            raise BenchFailure(
+                f"after {after} the miner holds {stored:,} records{where}, but {sent:,} distinct "
+                f"ones were sent and acknowledged ({self.requests:,} requests checked)"
+            )
+        return stored
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requests_checked": self.requests,
+            "failed_requests": self.failed,
+            "failures": dict(self.failures),
+            "first_error": self.first_error,
+            "record_counts": self.record_counts,
+            "by_run": self.by_run,
+        }
+
+
 # --- the miner process ---------------------------------------------------------------------
 
 
 class Miner:
-    """A ``python -m engram miner`` child on 127.0.0.1, its output in a log file."""
+    """A ``python -m engram miner`` child on 127.0.0.1, its output in a log file.
+
+    It runs with :data:`MINER_ENV` on top of this process's environment: rate limits off.
+    """
 
     def __init__(self, home: Path, log: Path, log_level: str | None = None) -> None:
         self.home, self.log_path, self.log_level = home, log, log_level
@@ -116,7 +244,11 @@ class Miner:
         t0 = clock()
         # A session of its own: a Ctrl-C in the terminal reaches only us; we stop it.
         self.proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **MINER_ENV},
         )
         while clock() - t0 < timeout_s:
             if self.proc.poll() is not None:
@@ -197,11 +329,13 @@ def _inprocess_level(store: Any, queries: np.ndarray, clients: int, n: int) -> d
 
 
 def _query_runs(queries: Path, args: argparse.Namespace, levels: list[int]) -> list[dict[str, Any]]:
+    # Every answer must carry K hits: the store holds far more than K records.
+    body = {"kind": "query", "vectors": str(queries), "top_k": K, "min_results": K}
     return [
         {
             "name": f"query c={c}",
             "path": "/QuerySynapse",
-            "body": {"kind": "query", "vectors": str(queries), "top_k": K},
+            "body": body,
             "concurrency": c,
             "requests": args.requests,
             "warmup": max(100, 2 * c),
@@ -211,7 +345,7 @@ def _query_runs(queries: Path, args: argparse.Namespace, levels: list[int]) -> l
     ]
 
 
-def part_query(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def part_query(args: argparse.Namespace, work: Path, checks: Checks) -> dict[str, Any]:
     import httpx
 
     from engram.store import Store
@@ -256,11 +390,15 @@ def part_query(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         same = 0
         with httpx.Client(base_url=miner.url, timeout=30.0) as client:
+            stored = checks.record_count(client, "opening the in-process store", args.n)
             for q, want in zip(queries[:CHECK_QUERIES], reference, strict=True):
-                r = client.post("/QuerySynapse", json={"query_vector": q.tolist(), "top_k": K})
-                r.raise_for_status()
-                same += [h["cid"] for h in r.json()["results"]] == want
-        err.print(f"  HTTP answers equal in-process ones for {same}/{CHECK_QUERIES} queries")
+                body = {"query_vector": q.tolist(), "top_k": K}
+                doc = checks.post(client, "/QuerySynapse", body, "query", min_results=K)
+                same += [h["cid"] for h in doc["results"]] == want
+        err.print(
+            f"  the miner holds {stored:,} records; HTTP answers equal in-process ones for "
+            f"{same}/{CHECK_QUERIES} queries"
+        )
         spec = {
             "base_url": miner.url,
             "server_pid": miner.pid,
@@ -268,8 +406,8 @@ def part_query(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         }
         err.print(f"  HTTP load: {args.concurrency} clients x {args.requests} requests ...")
         load0 = _loadavg()
-        http = run_load(spec, work, timeout_s=args.time_limit * len(args.concurrency) + 300)
-        profile = [profile_miner(miner, qpath, args, work, c) for c in args.profile or ()]
+        http = checks.runs(run_load(spec, work, args.time_limit * len(args.concurrency) + 300))
+        profile = [profile_miner(miner, qpath, args, work, c, checks) for c in args.profile or ()]
         rss = miner.rss_bytes()
     finally:
         miner.stop()
@@ -278,6 +416,7 @@ def part_query(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "fill": fill,
         "miner_ready_s": miner.ready_s,
         "miner_rss_bytes": rss,
+        "records_stored": stored,
         "answers_equal": f"{same}/{CHECK_QUERIES}",
         "in_process": inproc,
         "http": http,
@@ -310,7 +449,7 @@ _COMPONENTS = (
 )  # fmt: skip
 
 
-def profile_miner(miner: Miner, qpath: Path, args: argparse.Namespace, work: Path, clients: int) -> dict[str, Any]:  # fmt: skip
+def profile_miner(miner: Miner, qpath: Path, args: argparse.Namespace, work: Path, clients: int, checks: Checks) -> dict[str, Any]:  # fmt: skip
     """Sample the miner with py-spy during a query run with ``clients`` in flight."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
@@ -324,7 +463,8 @@ def profile_miner(miner: Miner, qpath: Path, args: argparse.Namespace, work: Pat
     runs = _query_runs(qpath, args, [clients])
     runs[0].update(name=f"profiled query c={clients}", requests=10**7, time_limit_s=seconds - 1)
     err.print(f"  profiling the miner with py-spy for {seconds} s at {clients} client(s) ...")
-    loaded = run_load({"base_url": miner.url, "server_pid": miner.pid, "runs": runs}, work, 300)
+    spec = {"base_url": miner.url, "server_pid": miner.pid, "runs": runs}
+    loaded = checks.runs(run_load(spec, work, 300))
     _, spy_err = spy_proc.communicate(timeout=120)
     if spy_proc.returncode != 0 or not raw.exists():
         return {"clients": clients, "error": f"py-spy failed: {spy_err.decode(errors='replace')[-500:]}"}  # fmt: skip
@@ -368,7 +508,7 @@ def summarize_pyspy(raw: Path, top: int = 20) -> dict[str, Any]:
 # --- part 2: raw-vector batch ingest -----------------------------------------------------------
 
 
-def part_batch_ingest(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def part_batch_ingest(args: argparse.Namespace, work: Path, checks: Checks) -> dict[str, Any]:
     import httpx
 
     levels = args.ingest_concurrency
@@ -395,41 +535,44 @@ def part_batch_ingest(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         )
     miner = Miner(work / "ingest-home", work / "miner-ingest.log", args.miner_log_level).start()
     http = []
+    sent = stored = 0
     try:
-        for run in runs:
-            spec = {"base_url": miner.url, "server_pid": miner.pid, "runs": [run]}
-            (result,) = run_load(spec, work, timeout_s=args.time_limit + 300)
-            # Let the background indexer catch up, so the next level starts from a quiet miner.
-            t0 = clock()
-            caught_up = _wait_indexed(miner.url, timeout_s=args.time_limit)
-            result["index_catch_up_s"] = clock() - t0 if caught_up else None
-            if caught_up:
-                result["indexed_records_per_s"] = result["items"] / (
-                    result["wall_s"] + result["index_catch_up_s"]
-                )
-            http.append(result)
-        stored = httpx.get(miner.url + "/count", timeout=30).json()["count"]
+        with httpx.Client(base_url=miner.url, timeout=30.0) as client:
+            for run in runs:
+                spec = {"base_url": miner.url, "server_pid": miner.pid, "runs": [run]}
+                (result,) = checks.runs(run_load(spec, work, args.time_limit + 300))
+                # Let the background indexer catch up, so the next level starts quiet.
+                t0 = clock()
+                caught_up = _wait_indexed(client, checks, timeout_s=args.time_limit)
+                result["index_catch_up_s"] = clock() - t0 if caught_up else None
+                if caught_up:
+                    result["indexed_records_per_s"] = result["items"] / (
+                        result["wall_s"] + result["index_catch_up_s"]
+                    )
+                # Every vector is distinct: one record per item sent (warm-up included).
+                sent += result["items_sent"]
+                stored = checks.record_count(client, f"'{run['name']}'", sent)
+                http.append(result)
     finally:
         miner.stop()
     return {
         "batch": INGEST_BATCH,
         "http": http,
         "records_stored": stored,
-        "records_sent": len(levels) * per_level,
+        "records_sent": sent,
+        "records_planned": len(levels) * per_level,
         "miner_ready_s": miner.ready_s,
     }
 
 
-def _wait_indexed(url: str, timeout_s: float) -> bool:
+def _wait_indexed(client: Any, checks: Checks, timeout_s: float) -> bool:
     """Wait until no namespace has a full indexing batch pending (the indexer is idle)."""
-    import httpx
-
     from engram.config import StoreConfig
 
     threshold = StoreConfig().index_batch_rows
     t0 = clock()
     while clock() - t0 < timeout_s:
-        index = httpx.get(url + "/stats", timeout=30).json()["index"]
+        index = checks.get(client, "/stats")["index"]
         if all(ns["pending"] < threshold for ns in index.values()):
             return True
         time.sleep(0.1)
@@ -443,15 +586,18 @@ def _rate(n: int, seconds: float) -> dict[str, Any]:
     return {"sentences": n, "seconds": seconds, "sentences_per_s": n / seconds}
 
 
-def part_text_ingest(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def part_text_ingest(args: argparse.Namespace, work: Path, checks: Checks) -> dict[str, Any]:
     """Bare-embedder passes interleaved with every other measurement.
 
     On a shared machine the embedder's speed drifts by tens of percent within
     minutes, so each measurement is compared with the mean of the bare passes
     just before and just after it.
     """
+    import httpx
+
     from engram.embed import get_embedder
-    from engram.memory import IngestItem, Memory
+    from engram.node.local import LocalNode
+    from engram.records import IngestItem
     from engram.store import Store
 
     warm_n = max(max(args.text_batches), 2 * args.single_clients)
@@ -491,14 +637,14 @@ def part_text_ingest(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     b = min(args.text_batches)
     store = Store(work / "text-inproc-home")
-    memory = Memory(store, emb)
+    node = LocalNode(store, emb)
     t0 = clock()
     for i in range(0, n, b):
-        out = memory.ingest([IngestItem(text=t, namespace="inproc") for t in main[i : i + b]])
-        bad = [o for o in out if not isinstance(o, str)]
+        out = node.ingest([IngestItem(text=t, namespace="inproc") for t in main[i : i + b]])
+        bad = [o for o in out if isinstance(o, Exception)]
         if bad:
             raise RuntimeError(f"in-process ingest failed: {bad[0]}")
-    inproc = {"name": f"Memory.ingest, {b}-text batches", **_rate(n, clock() - t0)}
+    inproc = {"name": f"LocalNode.ingest, {b}-text batches", **_rate(n, clock() - t0)}
     store.close()
     bare_pass()
     inproc.update(against_adjacent(inproc["sentences_per_s"]))
@@ -536,13 +682,20 @@ def part_text_ingest(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     err.print(f"  {len(runs)} HTTP runs into a fresh miner, each followed by a bare pass ...")
     miner = Miner(work / "text-home", work / "miner-text.log", args.miner_log_level).start()
     http = []
+    sent = stored = 0
     try:
-        for run in runs:
-            spec = {"base_url": miner.url, "server_pid": miner.pid, "runs": [run]}
-            (result,) = run_load(spec, work, timeout_s=args.time_limit + 300)
-            bare_pass()
-            result.update(against_adjacent(result["items_per_s"] or 0.0))
-            http.append(result)
+        with httpx.Client(base_url=miner.url, timeout=30.0) as client:
+            for run in runs:
+                spec = {"base_url": miner.url, "server_pid": miner.pid, "runs": [run]}
+                (result,) = checks.runs(run_load(spec, work, args.time_limit + 300))
+                # Each run writes distinct sentences into a namespace of its own.
+                ns = run["body"]["namespace"]
+                checks.record_count(client, f"'{run['name']}'", result["items_sent"], ns)
+                sent += result["items_sent"]
+                bare_pass()
+                result.update(against_adjacent(result["items_per_s"] or 0.0))
+                http.append(result)
+            stored = checks.record_count(client, "all text runs", sent)
     finally:
         miner.stop()
     seconds = float(np.mean([p["seconds"] for p in bare_passes]))
@@ -554,6 +707,8 @@ def part_text_ingest(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "diagnostics": diagnostics,
         "in_process": inproc,
         "http": http,
+        "records_stored": stored,
+        "records_sent": sent,
         "miner_ready_s": miner.ready_s,
     }
 
@@ -719,7 +874,7 @@ def render(report: dict[str, Any], console: Console) -> None:
         console.print(t)
         console.print(
             f"[dim]records stored {b['records_stored']:,} of {b['records_sent']:,} sent "
-            "(warm-up batches included); acknowledged = durable (searchable at once by exact "
+            "(warm-up batches included; GET /count checked after each level); acknowledged = durable (searchable at once by exact "
             "scan); 'indexed' adds the wait until the background HNSW build has no full batch "
             "pending; the fill row is put + flush()[/dim]"
         )
@@ -755,6 +910,10 @@ def render(report: dict[str, Any], console: Console) -> None:
                 str(h["http_errors"] + h["item_errors"]),
             )
         console.print(t)
+        console.print(
+            f"[dim]records stored {tx['records_stored']:,} of {tx['records_sent']:,} sent over "
+            "HTTP (warm-up requests included; GET /count checked per run's namespace)[/dim]"
+        )
     t = Table(title="DESIGN §10 yardsticks", title_justify="left")
     for c in ("what", "goal", "measured", "met"):
         t.add_column(c)
@@ -766,6 +925,13 @@ def render(report: dict[str, Any], console: Console) -> None:
         for h in (report.get(part) or {}).get("http", []):
             if h.get("first_error"):
                 console.print(f"[red]{h['name']}: {h['first_error']}[/red]")
+    chk = report["checks"]
+    console.print(
+        f"[bold]Checked:[/bold] {chk['requests_checked']:,} requests (warm-up ones included) to "
+        f"miners with rate limits off: each answer's HTTP status, its body (queries: {K} "
+        f"hits, no error; ingest: a CID per item) and {len(chk['record_counts'])} record counts; "
+        f"{chk['failed_requests']:,} failed."
+    )
     m = report["machine"]
     console.print(
         f"[bold]Note:[/bold] the load generator (aiohttp client, keep-alive, its own process) "
@@ -816,21 +982,35 @@ def main(argv: list[str] | None = None) -> int:
     }
     work = Path(tempfile.mkdtemp(prefix="engram-miner-bench-", dir=args.workdir))
     err.print(f"work dir {work}")
+    checks = Checks()
+    failure: str | None = None
     try:
         if "query" in args.parts:
-            report["query"] = part_query(args, work)
+            report["query"] = part_query(args, work, checks)
         if "batch" in args.parts:
-            report["batch_ingest"] = part_batch_ingest(args, work)
+            report["batch_ingest"] = part_batch_ingest(args, work, checks)
         if "text" in args.parts:
-            report["text_ingest"] = part_text_ingest(args, work)
+            report["text_ingest"] = part_text_ingest(args, work, checks)
+    except BenchFailure as exc:
+        failure = str(exc)
     finally:
-        if args.keep:
-            err.print(f"kept {work}")
+        if args.keep or failure:
+            err.print(f"kept {work} (the miners' logs are there)")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    report["targets"] = targets(report)
+    report["requests_checked"] = checks.requests
+    report["checks"] = checks.summary()
     report["wall_s"] = clock() - t_start
     report["load_average_end"] = _loadavg()
+    if failure:
+        # Nothing measured is what it claims to be: no tables, only what went wrong.
+        report["failure"] = failure
+        if args.json:
+            write_json(args.json, report)
+            err.print(f"wrote {args.json}")
+        err.print(f"[bold red]miner_bench FAILED:[/bold red] {failure}")
+        return 1
+    report["targets"] = targets(report)
     render(report, Console(width=None if sys.stdout.isatty() else 160))
     if args.json:
         write_json(args.json, report)

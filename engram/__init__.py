@@ -1,11 +1,31 @@
-"""Engram: decentralized, content-addressed semantic memory for AI."""
+"""Engram: decentralized, content-addressed semantic memory for AI.
 
-__version__ = "0.1.0"  # first: modules imported below read it
+The public names load on first use, so ``import engram`` is cheap and no module
+inside the package needs to import this one (each imports what it uses).
+"""
 
-from engram import errors
-from engram.records import QueryResult, Record
-from engram.sdk import AsyncEngramClient, BatchResult, EngramClient, FileIngestReport
-from engram.security.sealing import SealKey
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from engram._version import __version__
+
+if TYPE_CHECKING:
+    from engram import errors
+    from engram.records import QueryResult, Record
+    from engram.sdk import AsyncEngramClient, BatchResult, EngramClient, FileIngestReport
+    from engram.security.sealing import SealKey
+
+_PUBLIC = {
+    "AsyncEngramClient": "engram.sdk",
+    "BatchResult": "engram.sdk",
+    "EngramClient": "engram.sdk",
+    "FileIngestReport": "engram.sdk",
+    "QueryResult": "engram.records",
+    "Record": "engram.records",
+    "SealKey": "engram.security.sealing",
+}
 
 __all__ = [
     "AsyncEngramClient",
@@ -18,3 +38,17 @@ __all__ = [
     "__version__",
     "errors",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "errors":
+        return import_module("engram.errors")
+    if name in _PUBLIC:
+        value = getattr(import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'engram' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

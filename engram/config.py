@@ -9,16 +9,34 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from engram._version import __version__
 from engram.errors import InvalidRequestError
 
 DEFAULT_NAMESPACE = "default"
 MODEL_VERSION = "v1"
 EMBEDDING_DIM = 384
 EMBEDDING_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def spec_version(version: str) -> int:
+    """``MAJOR.MINOR.PATCH`` as one integer, as Bittensor subnets compute ``__spec_version__``.
+
+    ``10000 * major + 100 * minor + patch``: 0.1.0 -> 100, 1.2.3 -> 10203. A
+    validator sends it as ``set_weights``' ``version_key``.
+    """
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if match is None:
+        raise ValueError(f"version {version!r} is not MAJOR.MINOR.PATCH")
+    major, minor, patch = (int(part) for part in match.groups())
+    return 10_000 * major + 100 * minor + patch
+
+
+SPEC_VERSION = spec_version(__version__)
 
 
 def engram_home() -> Path:
@@ -169,6 +187,18 @@ class SecurityConfig:
     )
     max_tracked_callers: int = field(
         default=100_000, metadata={"help": "callers whose buckets are remembered"}
+    )
+    legacy_signature_window_s: float = field(
+        default=60.0,
+        metadata={"help": "how far an original client's namespace_timestamp_ms may be from now"},
+    )
+    unsigned_public_deletes: bool = field(
+        default=False,
+        metadata={
+            "help": "let anyone delete a public record written without a signature, as the "
+            "original network did (its clients cannot sign a delete); off: such records "
+            "are permanent"
+        },
     )
 
 

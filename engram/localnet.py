@@ -116,8 +116,9 @@ class Localnet:
             for spec in [f"{WALLET}/validator"] + [
                 self.miner_wallet(i) for i in range(self.miners)
             ]:
-                ident = identity(ensure_wallet(spec, self.wallet_path))
-                uid = chain.register(self.netuid, ident.hotkey, ident.coldkey)
+                wallet = ensure_wallet(spec, self.wallet_path)
+                ident = identity(wallet)
+                uid = chain.register(self.netuid, wallet)
                 if spec.endswith("/validator"):
                     stake = chain.metagraph(self.netuid).by_uid(uid)
                     if stake is not None and stake.stake < VALIDATOR_STAKE:

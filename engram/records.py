@@ -8,14 +8,18 @@ inputs with the same messages.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engram.cid import cid_of_bytes, metadata_bytes, record_bytes, text_bytes, vector_bytes
 from engram.config import DEFAULT_NAMESPACE, MODEL_VERSION, Limits
-from engram.errors import InvalidRequestError, PayloadTooLargeError
+from engram.errors import EngramError, InvalidRequestError, PayloadTooLargeError
+
+if TYPE_CHECKING:
+    from engram.embed import Embedder
 
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
@@ -78,8 +82,12 @@ class Record(_ItemAccess):
 
 
 @dataclass(frozen=True)
-class QueryResult(_ItemAccess):
-    """One hit of a query; ``score`` is cosine similarity in [-1, 1]."""
+class QueryResult(dict):  # type: ignore[type-arg]
+    """One hit of a query; ``score`` is cosine similarity in [-1, 1].
+
+    Also a plain ``dict`` of the same fields, so ``json.dumps(results)`` and code
+    written for the original clients' dict results (``hit["metadata"]``) work as is.
+    """
 
     cid: str
     score: float
@@ -97,6 +105,20 @@ class QueryResult(_ItemAccess):
         if self.embedding is not None:
             out["embedding"] = self.embedding
         return out
+
+    def __post_init__(self) -> None:
+        dict.update(self, self.to_dict())
+
+
+@dataclass(frozen=True)
+class IngestItem:
+    """One record to ingest: text to embed, or an embedding (optionally with its text)."""
+
+    text: str | None = None
+    embedding: Sequence[float] | np.ndarray | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    namespace: str | None = None
+    model_version: str = MODEL_VERSION
 
 
 def check_namespace(namespace: str | None, limits: Limits) -> str:
@@ -169,3 +191,46 @@ def check_top_k(top_k: Any, limits: Limits) -> int:
             f"top_k must be an integer from 1 to {limits.max_top_k}, got {top_k!r}"
         )
     return top_k
+
+
+def prepare_records(
+    items: Sequence[IngestItem],
+    embedder: Callable[[], Embedder],
+    build: Callable[..., Record],
+    limits: Limits,
+) -> list[Record | EngramError]:
+    """Embed every text of ``items`` in one batch, then ``build`` each record.
+
+    A bad item yields its error in place. ``embedder`` is called only when
+    some item has text to embed, so vector-only work never loads the model.
+    The local node and the network both prepare here, so a text gets the same
+    vector, and the same CID, in every mode.
+    """
+    out: list[Record | EngramError | None] = [None] * len(items)
+    to_embed: list[int] = []
+    for i, item in enumerate(items):
+        if item.embedding is not None:
+            continue
+        try:
+            check_text(item.text, limits, required=True)
+            if item.model_version != MODEL_VERSION:
+                raise InvalidRequestError(
+                    f"text is embedded with model {MODEL_VERSION}; send raw_embedding "
+                    f"for model_version {item.model_version!r}"
+                )
+            to_embed.append(i)
+        except EngramError as exc:
+            out[i] = exc
+    vectors: dict[int, np.ndarray] = {}
+    if to_embed:
+        encoded = embedder().encode([items[i].text or "" for i in to_embed])
+        vectors = dict(zip(to_embed, encoded, strict=True))
+    for i, item in enumerate(items):
+        if out[i] is not None:
+            continue
+        try:
+            vector = vectors[i] if item.embedding is None else item.embedding
+            out[i] = build(vector, item.metadata, item.text, item.namespace, item.model_version)
+        except EngramError as exc:
+            out[i] = exc
+    return [o for o in out if o is not None]

@@ -1,16 +1,44 @@
-"""The chain Engram runs on, named by a URL: ``local:PATH`` today, Bittensor's subtensor later."""
+"""The chain Engram runs on, named by a URL: ``local:PATH`` today, Bittensor's subtensor later.
+
+:func:`open_chain` looks the URL up in a registry of ``scheme -> factory``
+entries, so a new kind of chain (the subtensor adapter) is one
+:func:`register_chain_scheme` call rather than another branch.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from engram.chain.base import Chain, Metagraph, Neuron
 from engram.chain.local import LocalChain
 from engram.errors import ChainError
 
-__all__ = ["Chain", "LocalChain", "Metagraph", "Neuron", "open_chain"]
+__all__ = [
+    "Chain",
+    "ChainFactory",
+    "LocalChain",
+    "Metagraph",
+    "Neuron",
+    "open_chain",
+    "register_chain_scheme",
+]
 
-_SUBTENSOR_NAMES = ("finney", "test", "local")
+ChainFactory = Callable[[str], Chain]  # called with the whole URL, surrounding spaces removed
+
+_FACTORIES: dict[str, ChainFactory] = {}
+
+
+def register_chain_scheme(scheme: str, factory: ChainFactory) -> None:
+    """Make :func:`open_chain` hand URLs of ``scheme`` to ``factory``, replacing any earlier one.
+
+    A scheme ending in ``:`` or ``/`` (``local:``, ``wss://``) matches every URL
+    it starts; any other (``finney``) matches that exact name. The longest
+    match wins.
+    """
+    if not scheme or scheme != scheme.strip():
+        raise ValueError(f"invalid chain scheme {scheme!r}")
+    _FACTORIES[scheme] = factory
 
 
 def open_chain(url: str) -> Chain:
@@ -19,14 +47,33 @@ def open_chain(url: str) -> Chain:
     ``local:PATH`` is a :class:`LocalChain` file (``~`` expanded); it must exist.
     """
     url = url.strip()
-    if url.startswith("local:") and len(url) > len("local:"):
-        return LocalChain(Path(url.removeprefix("local:")).expanduser())
-    if url in _SUBTENSOR_NAMES or url.startswith(("ws://", "wss://")):
+    matches = [
+        scheme
+        for scheme in _FACTORIES
+        if url == scheme or (scheme.endswith((":", "/")) and url.startswith(scheme))
+    ]
+    if not matches:
         raise ChainError(
-            f"chain {url!r} is a Bittensor subtensor network: the subtensor adapter is not "
-            "available in this version of Engram yet; use a LocalChain file, local:PATH"
+            f"unknown chain {url!r}: use local:PATH (a LocalChain file); known schemes: "
+            f"{', '.join(sorted(_FACTORIES))}"
         )
+    return _FACTORIES[max(matches, key=len)](url)
+
+
+def _open_local(url: str) -> Chain:
+    path = url.removeprefix("local:")
+    if not path:
+        raise ChainError(f"chain {url!r} names no file: use local:PATH (a LocalChain file)")
+    return LocalChain(Path(path).expanduser())
+
+
+def _no_subtensor(url: str) -> Chain:
     raise ChainError(
-        f"unknown chain {url!r}: use local:PATH (a LocalChain file); "
-        "finney, test and ws(s):// subtensor endpoints are not supported yet"
+        f"chain {url!r} is a Bittensor subtensor network: the subtensor adapter is not "
+        "available in this version of Engram yet; use a LocalChain file, local:PATH"
     )
+
+
+register_chain_scheme("local:", _open_local)
+for _scheme in ("finney", "test", "local", "ws://", "wss://"):
+    register_chain_scheme(_scheme, _no_subtensor)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from engram.security.signing import Signer
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,12 @@ class Metagraph:
 
 
 class Chain(Protocol):
-    """The chain operations a miner, validator, gateway and client use."""
+    """The chain operations a miner, validator, gateway and client use.
+
+    Writes take the ``signer`` that a real chain needs to sign the extrinsic
+    (a bittensor Wallet or Keypair, see :mod:`engram.security.signing`), not
+    a hotkey address: the hotkey is the signer's.
+    """
 
     url: str
 
@@ -73,18 +81,33 @@ class Chain(Protocol):
 
     def metagraph(self, netuid: int) -> Metagraph: ...
 
-    def register(self, netuid: int, hotkey: str, coldkey: str, stake: float = 0.0) -> int:
-        """Register ``hotkey`` (idempotent) and return its uid."""
+    def register(
+        self, netuid: int, signer: Signer, stake: float = 0.0, *, coldkey: str | None = None
+    ) -> int:
+        """Register the signer's hotkey (idempotent) and return its uid.
+
+        The owner is a Wallet's coldkey; ``coldkey`` names it for a bare Keypair.
+        """
         ...
 
-    def serve_axon(self, netuid: int, hotkey: str, ip: str, port: int) -> None:
-        """Announce (or refresh) where a registered hotkey serves."""
+    def serve_axon(self, netuid: int, signer: Signer, ip: str, port: int) -> None:
+        """Announce (or refresh) where the signer's registered hotkey serves."""
         ...
 
     def set_weights(
-        self, netuid: int, hotkey: str, uids: Sequence[int], weights: Sequence[float]
+        self,
+        netuid: int,
+        signer: Signer,
+        uids: Sequence[int],
+        weights: Sequence[float],
+        *,
+        version_key: int,
     ) -> None:
-        """A validator's weights; needs a validator permit."""
+        """The signing validator's weights; needs a validator permit.
+
+        ``version_key`` is the code's spec version (:data:`engram.config.SPEC_VERSION`),
+        which a subnet can require to be recent enough.
+        """
         ...
 
     def close(self) -> None: ...

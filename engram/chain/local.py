@@ -20,132 +20,117 @@ import contextlib
 import ipaddress
 import math
 import operator
-import random
 import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
+from bittensor import Wallet
 
+from engram import sqlite
 from engram.chain.base import Metagraph, Neuron
 from engram.chain.consensus import yuma
 from engram.config import ChainParams
-from engram.errors import ChainError, ChainUnavailableError
-
-SCHEMA_VERSION = 1
+from engram.errors import ChainError, ChainUnavailableError, InvalidRequestError
+from engram.security.signing import Signer, signer_hotkey
 
 _BUSY_TIMEOUT_MS = 10_000
 _ATTEMPTS = 5  # each waits up to busy_timeout, then backs off before the next
 _BACKOFF_S = 0.05
 _HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS chain (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS subnets (
-        netuid              INTEGER PRIMARY KEY,
-        tempo               INTEGER NOT NULL,
-        axon_ttl_blocks     INTEGER NOT NULL,
-        max_uids            INTEGER NOT NULL,
-        min_validator_stake REAL NOT NULL,
-        emission_per_block  REAL NOT NULL,
-        created_block       INTEGER NOT NULL,
-        last_epoch_block    INTEGER NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS neurons (
-        netuid           INTEGER NOT NULL,
-        uid              INTEGER NOT NULL,
-        hotkey           TEXT NOT NULL,
-        coldkey          TEXT NOT NULL,
-        stake            REAL NOT NULL DEFAULT 0,
-        ip               TEXT,
-        port             INTEGER,
-        axon_block       INTEGER,
-        incentive        REAL NOT NULL DEFAULT 0,
-        emission         REAL NOT NULL DEFAULT 0,
-        registered_block INTEGER NOT NULL,
-        PRIMARY KEY (netuid, uid),
-        UNIQUE (netuid, hotkey)
-    )""",
-    """CREATE TABLE IF NOT EXISTS weights (
-        netuid        INTEGER NOT NULL,
-        validator_uid INTEGER NOT NULL,
-        miner_uid     INTEGER NOT NULL,
-        weight        REAL NOT NULL,
-        block         INTEGER NOT NULL,
-        PRIMARY KEY (netuid, validator_uid, miner_uid)
-    )""",
-    """CREATE TABLE IF NOT EXISTS epochs (
-        netuid    INTEGER NOT NULL,
-        block     INTEGER NOT NULL,
-        uid       INTEGER NOT NULL,
-        incentive REAL NOT NULL,
-        emission  REAL NOT NULL,
-        PRIMARY KEY (netuid, block, uid)
-    )""",
-)
+
+def _baseline(conn: sqlite3.Connection) -> str | None:
+    """Chain files from before recorded migrations hold the one schema there was."""
+    tables = sqlite.tables(conn)
+    if not tables:
+        return None
+    if "chain" not in tables:
+        raise ChainUnavailableError(
+            f"{conn.execute('PRAGMA database_list').fetchone()[2]} exists and is not an Engram "
+            "chain file"
+        )
+    return "m001_chain"
+
+
+_MIGRATIONS = sqlite.Migrations("chain", baseline=_baseline, error=ChainUnavailableError)
+
+
+@_MIGRATIONS
+def m001_chain(conn: sqlite3.Connection) -> None:
+    """Chain settings, subnets, neurons, weights and processed epochs."""
+    for statement in (
+        "CREATE TABLE IF NOT EXISTS chain (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE IF NOT EXISTS subnets (
+            netuid              INTEGER PRIMARY KEY,
+            tempo               INTEGER NOT NULL,
+            axon_ttl_blocks     INTEGER NOT NULL,
+            max_uids            INTEGER NOT NULL,
+            min_validator_stake REAL NOT NULL,
+            emission_per_block  REAL NOT NULL,
+            created_block       INTEGER NOT NULL,
+            last_epoch_block    INTEGER NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS neurons (
+            netuid           INTEGER NOT NULL,
+            uid              INTEGER NOT NULL,
+            hotkey           TEXT NOT NULL,
+            coldkey          TEXT NOT NULL,
+            stake            REAL NOT NULL DEFAULT 0,
+            ip               TEXT,
+            port             INTEGER,
+            axon_block       INTEGER,
+            incentive        REAL NOT NULL DEFAULT 0,
+            emission         REAL NOT NULL DEFAULT 0,
+            registered_block INTEGER NOT NULL,
+            PRIMARY KEY (netuid, uid),
+            UNIQUE (netuid, hotkey)
+        )""",
+        """CREATE TABLE IF NOT EXISTS weights (
+            netuid        INTEGER NOT NULL,
+            validator_uid INTEGER NOT NULL,
+            miner_uid     INTEGER NOT NULL,
+            weight        REAL NOT NULL,
+            block         INTEGER NOT NULL,
+            PRIMARY KEY (netuid, validator_uid, miner_uid)
+        )""",
+        """CREATE TABLE IF NOT EXISTS epochs (
+            netuid    INTEGER NOT NULL,
+            block     INTEGER NOT NULL,
+            uid       INTEGER NOT NULL,
+            incentive REAL NOT NULL,
+            emission  REAL NOT NULL,
+            PRIMARY KEY (netuid, block, uid)
+        )""",
+        "CREATE INDEX IF NOT EXISTS epochs_by_block ON epochs(netuid, block)",
+    ):
+        conn.execute(statement)
+
 
 T = TypeVar("T")
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return True
-    message = str(exc).lower()
-    return "locked" in message or "busy" in message
-
-
 def _retry(path: Path, action: Callable[[], T]) -> T:
     """Run ``action``, retrying while SQLite reports busy; translate SQLite errors."""
-    for attempt in range(_ATTEMPTS):
-        try:
-            return action()
-        except sqlite3.OperationalError as exc:
-            if _is_busy(exc) and attempt + 1 < _ATTEMPTS:
-                time.sleep(_BACKOFF_S * 2**attempt * (0.5 + random.random()))
-                continue
-            raise ChainUnavailableError(f"the chain file {path} is unavailable: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise ChainUnavailableError(f"the chain file {path} is unusable: {exc}") from exc
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _connect(path: Path, mode: str) -> sqlite3.Connection:
-    """A connection in autocommit mode; transactions are explicit ``BEGIN``s."""
-    uri = f"{path.resolve().as_uri()}?mode={mode}"
-    conn = sqlite3.connect(
-        uri,
-        uri=True,
-        timeout=_BUSY_TIMEOUT_MS / 1000,
-        isolation_level=None,
-        check_same_thread=False,
-    )
     try:
-        conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")  # before WAL: it may wait
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+        return sqlite.retry(action, attempts=_ATTEMPTS, backoff_s=_BACKOFF_S)
+    except sqlite3.OperationalError as exc:
+        raise ChainUnavailableError(f"the chain file {path} is unavailable: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise ChainUnavailableError(f"the chain file {path} is unusable: {exc}") from exc
+
+
+def _connect(path: Path, mode: Literal["rw", "rwc"]) -> sqlite3.Connection:
+    return sqlite.connect(path, mode=mode, busy_timeout_ms=_BUSY_TIMEOUT_MS)
 
 
 def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
-    """``fn`` in one transaction: ``IMMEDIATE`` takes the write lock before reading."""
-    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-    try:
-        result = fn(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
-    return result
+    with sqlite.transaction(conn, write=write):
+        return fn(conn)
 
 
 def _check_params(params: ChainParams) -> None:
@@ -172,6 +157,32 @@ def _check_key(name: str, key: object) -> str:
     if not isinstance(key, str) or not key.strip():
         raise ChainError(f"{name} must be a non-empty string")
     return key
+
+
+def _hotkey(signer: Signer) -> str:
+    """The SS58 hotkey a chain write is signed with."""
+    if isinstance(signer, str):
+        raise ChainError(
+            "chain writes take a signer (a bittensor Wallet or Keypair), not an address string"
+        )
+    try:
+        return signer_hotkey(signer)
+    except InvalidRequestError as exc:
+        raise ChainError(exc.message) from exc
+    except OSError as exc:  # a Wallet whose hotkey file is missing or unreadable
+        raise ChainError(f"cannot read the signer's hotkey: {exc}") from exc
+
+
+def _coldkey(signer: Signer, coldkey: str | None) -> str:
+    """A Wallet's own coldkeypub; otherwise (a bare Keypair) the ``coldkey`` given."""
+    if isinstance(signer, Wallet) and signer.coldkeypub_file.exists_on_device():
+        owner = signer.coldkeypub.ss58_address
+        if coldkey is not None and coldkey != owner:
+            raise ChainError(f"coldkey {coldkey} is not the wallet's coldkey {owner}")
+        return owner
+    if coldkey is None:
+        raise ChainError("coldkey is required unless the signer is a Wallet with a coldkeypub")
+    return _check_key("coldkey", coldkey)
 
 
 def _check_amount(name: str, value: object, allow_negative: bool = False) -> float:
@@ -217,24 +228,19 @@ class LocalChain:
                 f"no chain at {self.path}: create it with `engram chain create {self.url}`"
             )
         try:
-            settings = self._read(self._settings)
+            settings = self._open()
         except BaseException:
             self.close()
             raise
         self.genesis_time = float(settings["genesis_time"])
         self.block_time_s = float(settings["block_time_s"])
 
-    def _settings(self, conn: sqlite3.Connection) -> dict[str, str]:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "chain" not in tables:
+    def _open(self) -> dict[str, str]:
+        """Check the file is a chain, bring its schema up to date, and read its settings."""
+        if "chain" not in self._read(sqlite.tables):  # never add tables to a foreign file
             raise ChainUnavailableError(f"{self.path} is not an Engram chain file")
-        settings = dict(conn.execute("SELECT key, value FROM chain").fetchall())
-        version = int(settings.get("schema_version", 0))
-        if version > SCHEMA_VERSION:
-            raise ChainUnavailableError(
-                f"{self.path} was written by a newer Engram (chain schema {version}); "
-                "upgrade engram-subnet"
-            )
+        _retry(self.path, lambda: _MIGRATIONS.apply(self._conn()))
+        settings = self._read(lambda conn: dict(conn.execute("SELECT key, value FROM chain")))
         if "genesis_time" not in settings or "block_time_s" not in settings:
             raise ChainUnavailableError(f"{self.path} is not an Engram chain file")
         return settings
@@ -266,26 +272,13 @@ class LocalChain:
             raise ChainUnavailableError(f"cannot create the chain file {path}: {exc}") from exc
 
         def build(conn: sqlite3.Connection) -> None:
-            tables = {
-                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
-            if tables and "chain" not in tables:
-                raise ChainUnavailableError(f"{path} exists and is not an Engram chain file")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute("CREATE INDEX IF NOT EXISTS epochs_by_block ON epochs(netuid, block)")
             now = time.time()
             for key, value in (
-                ("schema_version", str(SCHEMA_VERSION)),
                 ("genesis_time", repr(now)),
                 ("block_time_s", repr(float(params.block_time_s))),
             ):
                 conn.execute("INSERT OR IGNORE INTO chain(key, value) VALUES (?, ?)", (key, value))
             settings = dict(conn.execute("SELECT key, value FROM chain").fetchall())
-            if int(settings["schema_version"]) > SCHEMA_VERSION:
-                raise ChainUnavailableError(
-                    f"{path} was written by a newer Engram; upgrade engram-subnet"
-                )
             genesis, block_time = float(settings["genesis_time"]), float(settings["block_time_s"])
             block = max(0, int((now - genesis) / block_time))
             if conn.execute("SELECT 1 FROM subnets WHERE netuid=?", (netuid,)).fetchone():
@@ -311,6 +304,7 @@ class LocalChain:
         def run() -> None:
             conn = _connect(path, "rwc")
             try:
+                _MIGRATIONS.apply(conn)  # the baseline refuses a file that is not a chain
                 _transaction(conn, build, write=True)
             finally:
                 conn.close()
@@ -438,13 +432,18 @@ class LocalChain:
 
     # --- the Chain interface -------------------------------------------------------------
 
-    def register(self, netuid: int, hotkey: str, coldkey: str, stake: float = 0.0) -> int:
-        """Register ``hotkey`` and return its uid; registering again returns the same uid.
+    def register(
+        self, netuid: int, signer: Signer, stake: float = 0.0, *, coldkey: str | None = None
+    ) -> int:
+        """Register the signer's hotkey and return its uid; registering again returns the same uid.
 
-        ``stake`` is only the initial stake: a repeated registration leaves it
-        as it is (use :meth:`add_stake`), so a restarting process cannot reset it.
+        The owning coldkey is a Wallet's coldkeypub, or ``coldkey`` for a bare
+        Keypair. ``stake`` is only the initial stake: a repeated registration
+        leaves it as it is (use :meth:`add_stake`), so a restarting process
+        cannot reset it.
         """
-        hotkey, coldkey = _check_key("hotkey", hotkey), _check_key("coldkey", coldkey)
+        hotkey = _hotkey(signer)
+        coldkey = _coldkey(signer, coldkey)
         amount = _check_amount("stake", stake)
         block = self._now()
         self._tick(block, netuid)
@@ -509,9 +508,9 @@ class LocalChain:
 
         return self._write(update)
 
-    def serve_axon(self, netuid: int, hotkey: str, ip: str, port: int) -> None:
-        """Announce where ``hotkey`` serves; calling it again is the miner's heartbeat."""
-        hotkey = _check_key("hotkey", hotkey)
+    def serve_axon(self, netuid: int, signer: Signer, ip: str, port: int) -> None:
+        """Announce where the signer's hotkey serves; calling it again is the miner's heartbeat."""
+        hotkey = _hotkey(signer)
         ip = _check_ip(ip)
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise ChainError(f"port must be an integer in 1..65535, got {port!r}")
@@ -531,13 +530,23 @@ class LocalChain:
         self._write(update)
 
     def set_weights(
-        self, netuid: int, hotkey: str, uids: Sequence[int], weights: Sequence[float]
+        self,
+        netuid: int,
+        signer: Signer,
+        uids: Sequence[int],
+        weights: Sequence[float],
+        *,
+        version_key: int,
     ) -> None:
-        """Replace this validator's weights; they count from the next epoch.
+        """Replace the signing validator's weights; they count from the next epoch.
 
-        Stored L1-normalised; all zeros (or no uids) means no opinion.
+        Stored L1-normalised; all zeros (or no uids) means no opinion. A
+        LocalChain subnet sets no minimum weights version, so any
+        ``version_key`` >= 0 is accepted.
         """
-        hotkey = _check_key("hotkey", hotkey)
+        hotkey = _hotkey(signer)
+        if isinstance(version_key, bool) or not isinstance(version_key, int) or version_key < 0:
+            raise ChainError(f"version_key must be an integer >= 0, got {version_key!r}")
         uid_list = [_check_uid(u) for u in uids]
         values = [_check_amount("weight", w) for w in weights]
         if len(uid_list) != len(values):

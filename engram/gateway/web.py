@@ -29,16 +29,16 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from engram import __version__
+from engram._version import __version__
 from engram.cid import is_valid_cid, parse_cid
 from engram.config import GatewayConfig, Limits
 from engram.documents import Chunk, split_document
 from engram.errors import EngramError, InvalidRequestError, PayloadTooLargeError, QuorumError
 from engram.gateway.history import SAMPLE_INTERVAL_S, History
-from engram.memory import IngestItem
 from engram.network.audit import CIDAudit, audit_cid
 from engram.network.client import Network, WriteReport
-from engram.records import check_namespace
+from engram.network.node import NetworkNode
+from engram.records import IngestItem, check_namespace
 
 log = logging.getLogger("engram.gateway.web")
 
@@ -144,7 +144,8 @@ async def _sample(app: FastAPI, summary: Summary, validator_url: str | None) -> 
     """
     while True:
         try:
-            app.state.history.add(await summary(app.state.network, validator_url))
+            node: NetworkNode = app.state.node
+            app.state.history.add(await node.arun(summary(node.network, validator_url)))
         except EngramError as exc:
             log.debug("no network snapshot for the dashboard: %s", exc.message)
         except Exception:  # a background loop must outlive one odd answer
@@ -179,8 +180,8 @@ def add_web(app: FastAPI, config: GatewayConfig, summary: Summary) -> None:
 
     router = APIRouter(lifespan=lifespan)
 
-    def network(request: Request) -> Network:
-        return request.app.state.network
+    def network(request: Request) -> NetworkNode:
+        return request.app.state.node
 
     @router.get("/", include_in_schema=False)
     async def playground_page() -> HTMLResponse:
@@ -204,10 +205,10 @@ def add_web(app: FastAPI, config: GatewayConfig, summary: Summary) -> None:
     async def audit(cid: str, request: Request) -> dict[str, Any]:
         """Fetch the record from each replica routing names and check it hashes to ``cid``."""
         parse_cid(cid)
-        net = network(request)
-        replicas = await net.replicas(cid)
+        node = network(request)
+        replicas = await node.arun(node.network.replicas(cid))
         result = await audit_cid(
-            request.app.state.audit_http, cid, replicas, net.config.read_deadline_s
+            request.app.state.audit_http, cid, replicas, node.network.config.read_deadline_s
         )
         return _audit_doc(result)
 
@@ -237,7 +238,8 @@ def add_web(app: FastAPI, config: GatewayConfig, summary: Summary) -> None:
         items = [
             IngestItem(text=c.text, metadata=c.metadata, namespace=namespace) for c in doc.chunks
         ]
-        outcomes = await network(request).ingest(items)
+        node = network(request)
+        outcomes = await node.arun(node.network.ingest(items))
         chunks = [_chunk_doc(c, o) for c, o in zip(doc.chunks, outcomes, strict=True)]
         stored = sum(c["cid"] is not None for c in chunks)
         if not stored:

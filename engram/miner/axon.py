@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engram.chain import Chain, open_chain
 from engram.chain.keys import identity, open_wallet
 from engram.config import MinerConfig
 from engram.errors import ChainError, EngramError
 from engram.network.routing import RouteCheck
+from engram.security.signing import Signer, signer_hotkey
 
 log = logging.getLogger("engram.miner")
 _MAX_BACKOFF_S = 60.0
@@ -20,17 +21,21 @@ _MAX_BACKOFF_S = 60.0
 class Axon:
     chain: Chain
     netuid: int
-    hotkey: str
+    signer: Signer  # the miner's wallet: a chain write is signed by the hotkey it is about
     uid: int
     ip: str
     port: int
     interval_s: float
     route: RouteCheck
     validators: frozenset[str] = frozenset()  # hotkeys with a permit: larger budgets, challenges
+    hotkey: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hotkey = signer_hotkey(self.signer)
 
     def announce(self) -> None:
         """Re-announce the axon (the heartbeat routing looks at) and re-read the metagraph."""
-        self.chain.serve_axon(self.netuid, self.hotkey, self.ip, self.port)
+        self.chain.serve_axon(self.netuid, self.signer, self.ip, self.port)
         graph = self.chain.metagraph(self.netuid)
         self.route.update(graph)
         self.validators = frozenset(n.hotkey for n in graph.neurons if n.validator_permit)
@@ -53,7 +58,8 @@ class Axon:
 def join_subnet(config: MinerConfig) -> Axon:
     """Check the hotkey is registered and announce the axon; fails fast with what to do."""
     assert config.chain is not None
-    hotkey = identity(open_wallet(config.wallet, config.wallet_path)).hotkey
+    wallet = open_wallet(config.wallet, config.wallet_path)
+    hotkey = identity(wallet).hotkey
     chain = open_chain(config.chain)
     neuron = chain.metagraph(config.netuid).by_hotkey(hotkey)
     if neuron is None:
@@ -66,7 +72,7 @@ def join_subnet(config: MinerConfig) -> Axon:
     axon = Axon(
         chain,
         config.netuid,
-        hotkey,
+        wallet,
         neuron.uid,
         config.external_ip,
         config.port,

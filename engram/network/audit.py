@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import httpx
 
+from engram.api.calls import Get
+from engram.api.exchange import call_node
 from engram.chain.base import Neuron
 from engram.cid import verify_cid
 from engram.config import ClientConfig
 from engram.errors import EngramError, UpstreamError
-from engram.network.miners import call_node
 from engram.records import Record
-from engram.sdk._base import Get
 
 VERIFIED = "verified"  # returned a record that hashes to the CID
 MISSING = "missing"  # answered, but does not hold the CID

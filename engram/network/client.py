@@ -12,13 +12,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 
-from engram import __version__
+from engram._version import __version__
+from engram.api.calls import (
+    HTTP_BATCH_LIMITS,
+    Call,
+    Delete,
+    DescribeNamespace,
+    Get,
+    ListRecords,
+    Query,
+    SetGrant,
+    Stats,
+    split_batch,
+    store_records,
+)
+from engram.api.exchange import call_node
 from engram.chain.base import Chain, Metagraph, Neuron
 from engram.cid import generate_cid, verify_cid
 from engram.config import (
@@ -33,30 +49,40 @@ from engram.embed import Embedder, get_embedder
 from engram.errors import (
     ChainUnavailableError,
     EngramError,
+    ForbiddenError,
     NotFoundError,
+    UnauthorizedError,
     UnavailableError,
 )
-from engram.memory import IngestItem, prepare_records
-from engram.network.miners import call_node, store_records
 from engram.network.routing import closest
-from engram.records import QueryResult, Record, check_text, make_record
-from engram.sdk._base import (
-    HTTP_BATCH_LIMITS,
-    Call,
-    Delete,
-    DescribeNamespace,
-    Get,
-    ListRecords,
-    Query,
-    SetGrant,
-    Stats,
-    split_batch,
+from engram.records import (
+    IngestItem,
+    QueryResult,
+    Record,
+    check_text,
+    make_record,
+    prepare_records,
 )
 from engram.security.access import Permission
 from engram.security.signing import Signer
 
 T = TypeVar("T")
 log = logging.getLogger("engram.network")
+NAMESPACE_KEY_HEADER = "x-engram-namespace-key"  # percent-encoded UTF-8
+namespace_key: ContextVar[str | None] = ContextVar("engram_namespace_key", default=None)
+"""A legacy namespace key the current operation relays to every miner it asks (a gateway
+serving the original clients); set it around an operation with :func:`with_namespace_key`."""
+
+
+async def with_namespace_key(key: str | None, work: Awaitable[T]) -> T:
+    """Await ``work`` with ``key`` relayed to the miners (its subtasks inherit it)."""
+    token = namespace_key.set(key)
+    try:
+        return await work
+    finally:
+        namespace_key.reset(token)
+
+
 _PAGE = Limits().max_list_limit
 
 
@@ -243,6 +269,7 @@ class Network:
     async def _call(
         self, miner: Neuron, call: Call[T], config: ClientConfig, deadline_s: float | None = None
     ) -> T:
+        key = namespace_key.get()
         return await call_node(
             self._http,
             str(miner.axon_url),
@@ -251,6 +278,7 @@ class Network:
             deadline_s,
             signer=self.signer,
             receiver=miner.hotkey,
+            headers={NAMESPACE_KEY_HEADER: quote(key, safe="")} if key else None,
         )
 
     async def _scatter(
@@ -294,6 +322,7 @@ class Network:
         """
         call = Query(None, list(vector), top_k, filter, namespace, include_embedding or verify)
         report, answers = await self._scatter(await self.miners(), call)
+        _raise_refusal(answers)
         failed = dict(report.failed)
         best: dict[str, QueryResult] = {}
         for hotkey, hits in answers.items():
@@ -329,6 +358,7 @@ class Network:
             if not group:
                 continue
             report, answers = await self._scatter(group, Get(cid, namespace or DEFAULT_NAMESPACE))
+            _raise_refusal(answers)
             failed.update(report.failed)
             answered.extend(report.answered)
             for hotkey, record in answers.items():
@@ -349,15 +379,17 @@ class Network:
                 return record, ReadReport(tuple(answered), failed)
         return None, ReadReport(tuple(answered), failed)
 
-    async def records(self, namespace: str | None) -> list[Record]:
-        """Every record of ``namespace`` held anywhere, once each, ordered by CID."""
+    async def records(
+        self, namespace: str | None, filter: Mapping[str, Any] | None = None
+    ) -> list[Record]:
+        """Every record of ``namespace`` (matching ``filter``) held anywhere, once each, by CID."""
 
         async def everything(n: Neuron) -> list[Record]:
             out: list[Record] = []
             while True:
                 page = await self._call(
                     n,
-                    ListRecords(_PAGE, len(out), namespace),
+                    ListRecords(_PAGE, len(out), namespace, filter),
                     self._read,
                     self.config.read_deadline_s,
                 )
@@ -367,6 +399,7 @@ class Network:
 
         miners = await self.miners()
         results = await asyncio.gather(*(everything(n) for n in miners), return_exceptions=True)
+        _raise_refusal(dict(enumerate(results)))
         unique: dict[str, Record] = {}
         for result in results:
             if not isinstance(result, BaseException):
@@ -377,8 +410,14 @@ class Network:
             raise UnavailableError("no miner answered the listing")
         return [unique[c] for c in sorted(unique)]
 
-    async def list(self, limit: int, offset: int, namespace: str | None) -> list[Record]:
-        return (await self.records(namespace))[offset : offset + limit]
+    async def list(
+        self,
+        limit: int,
+        offset: int,
+        namespace: str | None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        return (await self.records(namespace, filter))[offset : offset + limit]
 
     async def count(self, namespace: str | None) -> int:
         return len(await self.records(namespace))
@@ -443,6 +482,14 @@ class Network:
     async def close(self) -> None:
         if self._owns_http:
             await self._http.aclose()
+
+
+def _raise_refusal(answers: Mapping[Any, Any]) -> None:
+    """A miner that holds the namespace refused the caller: the others, which do not hold it,
+    answer empty, so their answers must not hide the refusal."""
+    for answer in answers.values():
+        if isinstance(answer, UnauthorizedError | ForbiddenError):
+            raise answer
 
 
 def _raise_client_error(answers: Mapping[str, Any]) -> None:

@@ -1,70 +1,58 @@
-"""Everything the client does, with no I/O: checks, requests, responses, retries, batching.
+"""Everything the client does, with no I/O: argument checks, choosing a mode, batching.
 
 ``EngramClient`` and ``AsyncEngramClient`` write nothing twice. Each public
-method here builds a *plan*: a generator that yields :class:`Call` objects
-(one operation, described, not done) and gets each call's result sent back.
-The sync twin drives a plan with :func:`run_sync`, the async twin with
-:func:`run_async`; a transport answers each call.
+method here builds a *plan*: a generator that yields calls of the node API
+(:mod:`engram.api.calls`: one operation, described, not done) and gets each
+call's result sent back. The sync twin drives a plan with
+:func:`~engram.api.exchange.run_sync`, the async twin with
+:func:`~engram.api.exchange.run_async`; a transport answers each call:
 
-* embedded: ``call.local(store)`` in this process (the async twin in a thread);
-* HTTP: :func:`exchange` turns a call into :class:`HttpRequest` and
-  :class:`Sleep` steps (retries with exponential backoff) and the reply back
-  into the result or the server's typed exception. The HTTP transports only
-  send bytes and sleep.
+* embedded or network: ``call.local(node)`` on a :class:`~engram.api.node.Node`
+  in this process (the async twin in a thread);
+* HTTP: :func:`~engram.api.exchange.exchange` sends it with retries and maps
+  the answer back to the result or the server's typed exception.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import (
-    Awaitable,
-    Callable,
-    Generator,
-    Iterable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
-from urllib.parse import quote, urlsplit
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 
-from engram.cid import metadata_bytes, parse_cid, vector_bytes
-from engram.config import (
-    DEFAULT_NAMESPACE,
-    MODEL_VERSION,
-    ClientConfig,
-    Limits,
-    NetworkConfig,
-    load_config,
+from engram.api.calls import (
+    BatchLimits,
+    Call,
+    Count,
+    Delete,
+    DescribeNamespace,
+    Get,
+    Health,
+    IngestOne,
+    ListRecords,
+    Outcome,
+    Query,
+    SetGrant,
+    Stats,
+    split_batch,
 )
-from engram.errors import (
-    EngramError,
-    InvalidRequestError,
-    NotFoundError,
-    UnavailableError,
-    UpstreamError,
-    UpstreamTimeoutError,
-    error_from_wire,
-)
-from engram.memory import IngestItem
-from engram.records import QueryResult, Record, check_namespace
+from engram.cid import parse_cid
+from engram.config import DEFAULT_NAMESPACE, ClientConfig, Limits, NetworkConfig, load_config
+from engram.errors import EngramError, InvalidRequestError
+from engram.records import IngestItem, QueryResult, Record, check_namespace
 from engram.security.access import Permission, check_hotkey
 from engram.security.signing import signer_hotkey
 
 if TYPE_CHECKING:
     from engram.embed import Embedder
-    from engram.sdk.embedded import EmbeddedTransport
     from engram.sdk.sealer import Sealer
 
 T = TypeVar("T")
-S = TypeVar("S")
-R = TypeVar("R")
 
 FILE_BATCH_ITEMS = 1_000  # a full protocol batch: embedding sorts by length within it
 _SERVER_LIMITS = Limits()  # what a node accepts unless it was configured otherwise
@@ -162,20 +150,6 @@ def require_text(text: Any) -> str:
     return text
 
 
-_FLOAT32 = "{:.9g}".format  # 9 significant digits give back every float32 exactly
-
-
-def _vector_json(vector: Any) -> bytes:
-    """A vector as a JSON array of the float32 values the store keeps, so every mode hashes
-    the same bytes. Written short: 40 % fewer bytes than doubles and faster to parse."""
-    if isinstance(vector, str | bytes | Mapping):
-        raise InvalidRequestError("embedding must be a flat list of numbers")
-    arr = np.frombuffer(vector_bytes(vector), dtype="<f4")
-    if np.signbit(arr[arr == 0]).any():  # "-0" would parse as the integer 0: keep the sign
-        return _json(arr.tolist())
-    return ("[" + ",".join(map(_FLOAT32, arr.tolist())) + "]").encode()
-
-
 def _query_vector(vector: Any) -> list[float]:
     """A query vector as plain floats; the same checks and messages as the store's."""
     try:
@@ -252,6 +226,15 @@ def pick_signer(wallet: Any, keypair: Any) -> Any:
     return signer
 
 
+def _alias(name: str, value: Any, alias: str, alias_value: Any) -> Any:
+    """``value``, or the original SDK's name for it (``miner_url``, ``timeout``)."""
+    if alias_value is None:
+        return value
+    if value is not None:
+        raise InvalidRequestError(f"give {name} or {alias} (its older name), not both")
+    return alias_value
+
+
 def choose_target(
     url: str | None,
     *,
@@ -261,8 +244,12 @@ def choose_target(
     retries: int | None,
     backoff_s: float | None,
     signer: Any = None,
+    miner_url: str | None = None,
+    timeout: float | None = None,
 ) -> Target:
     """The one place that picks the mode: a URL means HTTP, anything else the embedded store."""
+    url = _alias("url", url, "miner_url", miner_url)
+    timeout_s = _alias("timeout_s", timeout_s, "timeout", timeout)
     if url is not None and path is not None:
         raise InvalidRequestError(
             "give url (a node over HTTP) or path (an embedded store), not both"
@@ -316,435 +303,6 @@ def network_target(
     return Target(embedder=embedder, network=config, verify=bool(verify), signer=signer)
 
 
-@dataclass(frozen=True)
-class BatchLimits:
-    """How much one ingest call may carry; ``None`` means no limit (embedded: one transaction)."""
-
-    max_items: int | None = None
-    max_bytes: int | None = None
-
-
-HTTP_BATCH_LIMITS = BatchLimits(_SERVER_LIMITS.max_batch_items, _SERVER_LIMITS.max_body_bytes)
-
-
-# --- calls: one operation, described -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HttpRequest:
-    method: str
-    path: str
-    params: dict[str, str | int] = field(default_factory=dict)
-    body: bytes | None = None  # JSON, already encoded
-
-
-@dataclass(frozen=True)
-class HttpReply:
-    status: int
-    body: bytes
-
-
-@dataclass(frozen=True)
-class Sleep:
-    seconds: float
-
-
-def _json(doc: Any) -> bytes:
-    try:
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError as exc:  # NaN, a lone surrogate: nothing a node could read
-        raise InvalidRequestError(f"cannot send this as JSON: {exc}") from exc
-
-
-def _params(namespace: str | None, **params: str | int) -> dict[str, str | int]:
-    return params if namespace is None else {**params, "namespace": namespace}
-
-
-class Call(Generic[T]):
-    """One operation, described: how to send it over HTTP and how to run it in-process."""
-
-    # Non-2xx statuses whose body is still this call's answer (health says 503 while starting).
-    accepts: ClassVar[frozenset[int]] = frozenset()
-
-    def request(self) -> HttpRequest:
-        raise NotImplementedError
-
-    def parse(self, body: Any) -> T:
-        raise NotImplementedError
-
-    def local(self, store: EmbeddedTransport) -> T:
-        raise NotImplementedError
-
-    def failure(self, status: int, body: Any, retried: bool) -> T:
-        """An error answer: by default the server's exception, rebuilt from its body."""
-        raise error_from_wire(status, body)
-
-
-def encode_item(item: IngestItem) -> bytes:
-    """An item as the protocol's ingest request (JSON); vector and metadata checked as the store
-    checks them, so a bad item fails here with the store's message."""
-    metadata_bytes(item.metadata, item.model_version)
-    doc = {
-        "text": item.text,
-        "metadata": dict(item.metadata),
-        "model_version": item.model_version,
-        "namespace": item.namespace,
-    }
-    if item.embedding is None:
-        return _json(doc)
-    return _json(doc)[:-1] + b',"raw_embedding":' + _vector_json(item.embedding) + b"}"
-
-
-@dataclass(frozen=True)
-class IngestOne(Call[str]):
-    """A single write: the server raises its typed error (e.g. a dimension mismatch)."""
-
-    item: IngestItem
-
-    def request(self) -> HttpRequest:
-        return HttpRequest("POST", "/IngestSynapse", body=encode_item(self.item))
-
-    def parse(self, body: Any) -> str:
-        if not isinstance(body.get("cid"), str):
-            raise error_from_wire(400, body)  # an older node reports errors with status 200
-        return body["cid"]
-
-    def local(self, store: EmbeddedTransport) -> str:
-        (outcome,) = store.ingest([self.item])
-        if isinstance(outcome, EngramError):
-            raise outcome
-        return outcome
-
-
-Outcome = tuple[str | None, str | None]  # (cid, error message) of one batch item
-
-
-@dataclass(frozen=True)
-class IngestMany(Call[list[Outcome]]):
-    """One chunk of a batch; ``encoded`` holds each item's JSON when it was sized for HTTP."""
-
-    items: list[IngestItem]
-    encoded: list[bytes] | None = None
-
-    def request(self) -> HttpRequest:
-        encoded = self.encoded or [encode_item(i) for i in self.items]
-        return HttpRequest("POST", "/BatchIngestSynapse", body=_batch_body(encoded))
-
-    def parse(self, body: Any) -> list[Outcome]:
-        cids, errors = body["cids"], body["errors"]
-        if len(cids) != len(self.items) or len(errors) != len(self.items):
-            raise UpstreamError(
-                f"the node answered {len(cids)} results for a batch of {len(self.items)}"
-            )
-        return list(zip(cids, errors, strict=True))
-
-    def local(self, store: EmbeddedTransport) -> list[Outcome]:
-        return [
-            (None, o.message) if isinstance(o, EngramError) else (o, None)
-            for o in store.ingest(self.items)
-        ]
-
-
-def _batch_body(encoded: Sequence[bytes]) -> bytes:
-    return b'{"items":[' + b",".join(encoded) + b"]}"
-
-
-_BATCH_OVERHEAD = len(_batch_body([]))
-
-
-@dataclass(frozen=True)
-class Query(Call[list[QueryResult]]):
-    text: str | None
-    vector: list[float] | None
-    top_k: int
-    filter: Mapping[str, Any] | None
-    namespace: str | None
-    include_embedding: bool
-
-    def request(self) -> HttpRequest:
-        doc = {
-            "query_text": self.text,
-            "query_vector": self.vector,
-            "top_k": self.top_k,
-            "filter": None if self.filter is None else dict(self.filter),
-            "namespace": self.namespace,
-            "include_embedding": self.include_embedding,
-        }
-        return HttpRequest("POST", "/QuerySynapse", body=_json(doc))
-
-    def parse(self, body: Any) -> list[QueryResult]:
-        return [
-            QueryResult(
-                cid=hit["cid"],
-                score=float(hit["score"]),
-                metadata=hit.get("metadata") or {},
-                text=hit.get("text"),
-                embedding=hit.get("embedding"),
-            )
-            for hit in body["results"]
-        ]
-
-    def local(self, store: EmbeddedTransport) -> list[QueryResult]:
-        return store.query(
-            self.text, self.vector, self.top_k, self.filter, self.namespace, self.include_embedding
-        )
-
-
-def record_from_wire(doc: Mapping[str, Any]) -> Record:
-    return Record(
-        cid=doc["cid"],
-        embedding=np.asarray(doc["embedding"], dtype="<f4"),
-        metadata=doc.get("metadata") or {},
-        text=doc.get("text"),
-        namespace=doc.get("namespace") or DEFAULT_NAMESPACE,
-        model_version=doc.get("model_version") or MODEL_VERSION,
-    )
-
-
-@dataclass(frozen=True)
-class Get(Call[Record | None]):
-    cid: str
-    namespace: str | None  # None: a node searches every namespace (an audit names only a CID)
-
-    def request(self) -> HttpRequest:
-        path = "/retrieve/" + quote(self.cid, safe=":")
-        return HttpRequest("GET", path, _params(self.namespace))
-
-    def parse(self, body: Any) -> Record | None:
-        return record_from_wire(body)
-
-    def failure(self, status: int, body: Any, retried: bool) -> Record | None:
-        error = error_from_wire(status, body)
-        if isinstance(error, NotFoundError):
-            return None
-        raise error
-
-    def local(self, store: EmbeddedTransport) -> Record | None:
-        return store.get(self.cid, self.namespace)
-
-
-@dataclass(frozen=True)
-class Delete(Call[None]):
-    cid: str
-    namespace: str | None
-
-    def request(self) -> HttpRequest:
-        return HttpRequest(
-            "DELETE", "/records/" + quote(self.cid, safe=":"), _params(self.namespace)
-        )
-
-    def parse(self, body: Any) -> None:
-        return None
-
-    def failure(self, status: int, body: Any, retried: bool) -> None:
-        error = error_from_wire(status, body)
-        if retried and isinstance(error, NotFoundError):
-            return None  # an earlier attempt (timed out or 5xx to us) may have deleted it
-        raise error
-
-    def local(self, store: EmbeddedTransport) -> None:
-        store.delete(self.cid, self.namespace)
-
-
-@dataclass(frozen=True)
-class ListRecords(Call[list[Record]]):
-    limit: int
-    offset: int
-    namespace: str | None
-
-    def request(self) -> HttpRequest:
-        params = _params(self.namespace, limit=self.limit, offset=self.offset)
-        return HttpRequest("GET", "/list", params)
-
-    def parse(self, body: Any) -> list[Record]:
-        return [record_from_wire(doc) for doc in body["records"]]
-
-    def local(self, store: EmbeddedTransport) -> list[Record]:
-        return store.list(self.limit, self.offset, self.namespace)
-
-
-@dataclass(frozen=True)
-class Count(Call[int]):
-    namespace: str | None
-
-    def request(self) -> HttpRequest:
-        return HttpRequest("GET", "/count", _params(self.namespace))
-
-    def parse(self, body: Any) -> int:
-        return int(body["count"])
-
-    def local(self, store: EmbeddedTransport) -> int:
-        return store.count(self.namespace)
-
-
-@dataclass(frozen=True)
-class Stats(Call[dict[str, Any]]):
-    def request(self) -> HttpRequest:
-        return HttpRequest("GET", "/stats")
-
-    def parse(self, body: Any) -> dict[str, Any]:
-        return {"mode": "http", **body}
-
-    def local(self, store: EmbeddedTransport) -> dict[str, Any]:
-        return store.stats()
-
-
-@dataclass(frozen=True)
-class Health(Call[dict[str, Any]]):
-    accepts: ClassVar[frozenset[int]] = frozenset({503})
-
-    def request(self) -> HttpRequest:
-        return HttpRequest("GET", "/health")
-
-    def parse(self, body: Any) -> dict[str, Any]:
-        if "ready" not in body:  # a 503 from something that is not a node
-            raise UnavailableError(str(body.get("error") or "the node is unavailable"))
-        return {"mode": "http", **body}
-
-    def local(self, store: EmbeddedTransport) -> dict[str, Any]:
-        return store.health()
-
-
-@dataclass(frozen=True)
-class SetGrant(Call[dict[str, Any]]):
-    """Grant (or revoke) one hotkey one permission in a namespace the caller owns."""
-
-    namespace: str
-    hotkey: str
-    permission: Permission
-    granted: bool
-
-    def request(self) -> HttpRequest:
-        path = f"/namespaces/{quote(self.namespace, safe='')}/grants"
-        if self.granted:
-            doc = {"hotkey": self.hotkey, "permission": self.permission.value}
-            return HttpRequest("POST", path, body=_json(doc))
-        return HttpRequest(
-            "DELETE", f"{path}/{quote(self.hotkey, safe='')}", {"permission": self.permission.value}
-        )
-
-    def parse(self, body: Any) -> dict[str, Any]:
-        return dict(body)
-
-    def local(self, store: EmbeddedTransport) -> dict[str, Any]:
-        return store.set_grant(self.namespace, self.hotkey, self.permission, self.granted)
-
-
-@dataclass(frozen=True)
-class DescribeNamespace(Call[dict[str, Any]]):
-    namespace: str
-
-    def request(self) -> HttpRequest:
-        return HttpRequest("GET", f"/namespaces/{quote(self.namespace, safe='')}")
-
-    def parse(self, body: Any) -> dict[str, Any]:
-        return dict(body)
-
-    def local(self, store: EmbeddedTransport) -> dict[str, Any]:
-        return store.describe(self.namespace)
-
-
-# --- HTTP exchange: retries and error mapping ----------------------------------------------
-
-_RETRYABLE_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-
-
-def retryable_status(status: int) -> bool:
-    """5xx may pass (a restart, an overloaded node); 4xx will not, so it is never retried."""
-    return status >= 500 and status not in (501, 505)
-
-
-def backoff_delay(config: ClientConfig, retry: int) -> float:
-    """Seconds before retry number ``retry`` (1-based): ``backoff_s``, doubled each time."""
-    return config.backoff_s * 2 ** (retry - 1)
-
-
-def transport_error(
-    exc: BaseException, request: HttpRequest, url: str, config: ClientConfig, attempts: int
-) -> UpstreamError:
-    """An httpx failure as Engram's exception; the caller raises it ``from`` the original."""
-    where = f"{request.method} {url}{request.path}"
-    tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeoutError(f"{where} got no answer within {config.timeout_s}s ({tries})")
-    return UnavailableError(f"cannot reach the node: {where} failed ({tries}): {exc!r}")
-
-
-def _decode(reply: HttpReply) -> Any:
-    """The reply's JSON; an error page that is not JSON keeps a readable snippet."""
-    try:
-        body = json.loads(reply.body) if reply.body else {}
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        return body
-    if 200 <= reply.status < 300:
-        raise UpstreamError(f"the node answered HTTP {reply.status} with a body that is not JSON")
-    snippet = reply.body[:200].decode("utf-8", "replace").strip()
-    return {"error": f"HTTP {reply.status}: {snippet}" if snippet else f"HTTP {reply.status}"}
-
-
-def exchange(
-    call: Call[T], url: str, config: ClientConfig
-) -> Generator[HttpRequest | Sleep, HttpReply | Exception | None, T]:
-    """Send ``call``, retrying connection errors and 5xx with exponential backoff.
-
-    Retrying a write is safe: a record's CID is the hash of its content and
-    storing a CID twice changes nothing, so an ingest the server did apply
-    before the connection broke is not stored twice.
-    """
-    request = call.request()
-    attempts = config.retries + 1
-    for attempt in range(1, attempts + 1):
-        if attempt > 1:
-            yield Sleep(backoff_delay(config, attempt - 1))
-        reply = yield request
-        last = attempt == attempts
-        if isinstance(reply, Exception):
-            if last or not isinstance(reply, _RETRYABLE_EXCEPTIONS):
-                raise transport_error(reply, request, url, config, attempt) from reply
-            continue
-        assert reply is not None
-        if 200 <= reply.status < 300 or reply.status in call.accepts:
-            body = _decode(reply)
-            try:
-                return call.parse(body)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise UpstreamError(
-                    f"the node's answer to {request.method} {request.path} is malformed: {exc!r}"
-                ) from exc
-        if last or not retryable_status(reply.status):
-            return call.failure(reply.status, _decode(reply), retried=attempt > 1)
-    raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-# --- drivers: the only difference between the twins ---------------------------------------
-
-
-def run_sync(steps: Generator[S, R, T], perform: Callable[[S], R]) -> T:
-    """Perform each step a plan yields and send the answer back; the plan's value is returned."""
-    try:
-        step = next(steps)
-        while True:
-            step = steps.send(perform(step))
-    except StopIteration as done:
-        return done.value
-    finally:
-        steps.close()
-
-
-async def run_async(steps: Generator[S, R, T], perform: Callable[[S], Awaitable[R]]) -> T:
-    """:func:`run_sync` with an awaited ``perform``."""
-    try:
-        step = next(steps)
-        while True:
-            step = steps.send(await perform(step))
-    except StopIteration as done:
-        return done.value
-    finally:
-        steps.close()
-
-
 # --- plans: every public method, written once ----------------------------------------------
 
 Plan = Generator[Call[Any], Any, T]
@@ -762,46 +320,6 @@ class LineSource(Protocol):
     def __iter__(self) -> Iterator[bytes]: ...
 
     def progress(self, ok: int, bad: int) -> None: ...
-
-
-def split_batch(
-    items: Sequence[IngestItem], limits: BatchLimits
-) -> tuple[list[tuple[list[int], IngestMany]], list[tuple[int, str]]]:
-    """Chunks within the transport's item and byte limits, and the items that cannot be sent.
-
-    Returns ``[(indices into items, call)]`` and ``[(index, error)]``: an item
-    with an invalid vector or metadata, or too big for any request, fails
-    alone, like any other failed item of a batch.
-    """
-    if limits.max_items is None and limits.max_bytes is None:
-        return ([(list(range(len(items))), IngestMany(list(items)))] if items else []), []
-    max_items = limits.max_items or len(items) or 1
-    max_bytes = limits.max_bytes or math.inf
-    chunks: list[tuple[list[int], IngestMany]] = []
-    rejected: list[tuple[int, str]] = []
-    idx: list[int] = []
-    enc: list[bytes] = []
-    size = _BATCH_OVERHEAD
-    for i, item in enumerate(items):
-        try:
-            encoded = encode_item(item)
-        except EngramError as exc:
-            rejected.append((i, exc.message))
-            continue
-        if _BATCH_OVERHEAD + len(encoded) > max_bytes:
-            rejected.append(
-                (i, f"item is {len(encoded)} bytes of JSON, over the node's {max_bytes}-byte limit")
-            )
-            continue
-        if idx and (len(idx) >= max_items or size + 1 + len(encoded) > max_bytes):
-            chunks.append((idx, IngestMany([items[j] for j in idx], enc)))
-            idx, enc, size = [], [], _BATCH_OVERHEAD
-        size += len(encoded) + (1 if idx else 0)  # the comma between items
-        idx.append(i)
-        enc.append(encoded)
-    if idx:
-        chunks.append((idx, IngestMany([items[j] for j in idx], enc)))
-    return chunks, rejected
 
 
 class ClientCore:
@@ -994,8 +512,10 @@ class ClientCore:
         parse_cid(cid)
         return self._opened(Get(cid, self._ns(namespace) or DEFAULT_NAMESPACE))
 
-    def list(self, limit: int, offset: int, namespace: str | None) -> Plan[list[Record]]:
-        return self._opened(ListRecords(limit, offset, self._ns(namespace)))
+    def list(
+        self, limit: int, offset: int, namespace: str | None, filter: Mapping[str, Any] | None
+    ) -> Plan[list[Record]]:
+        return self._opened(ListRecords(limit, offset, self._ns(namespace), filter or None))
 
     def count(self, namespace: str | None) -> Plan[int]:
         return _single(Count(self._ns(namespace)))

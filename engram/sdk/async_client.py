@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from engram.api.exchange import run_async
 from engram.embed import Embedder
-from engram.memory import IngestItem
+from engram.errors import UpstreamError
 from engram.network.client import ReadReport, WriteReport
-from engram.records import QueryResult, Record
+from engram.records import IngestItem, QueryResult, Record
 from engram.sdk._base import (
     FILE_BATCH_ITEMS,
     BatchResult,
@@ -26,7 +27,6 @@ from engram.sdk._base import (
     choose_target,
     network_target,
     pick_signer,
-    run_async,
 )
 from engram.sdk.sealer import Sealer, sealer_for
 from engram.sdk.transports import JsonlFile, open_async_transport
@@ -60,6 +60,8 @@ class AsyncEngramClient:
         seal_key: SealKey | None = None,
         clear_fields: Collection[str] = (),
         noise_sigma: float = 0.0,
+        miner_url: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         target = choose_target(
             url,
@@ -69,6 +71,8 @@ class AsyncEngramClient:
             retries=retries,
             backoff_s=backoff_s,
             signer=pick_signer(wallet, keypair),
+            miner_url=miner_url,
+            timeout=timeout,
         )
         self._open(target, namespace, sealer_for(seal_key, clear_fields, noise_sigma, embedder))
 
@@ -204,10 +208,14 @@ class AsyncEngramClient:
         return await self._run(self._core.get(cid, namespace))
 
     async def list(
-        self, limit: int = 100, offset: int = 0, namespace: str | None = None
+        self,
+        limit: int = 100,
+        offset: int = 0,
+        namespace: str | None = None,
+        filter: Mapping[str, Any] | None = None,
     ) -> list[Record]:
-        """A page of records in insertion order."""
-        return await self._run(self._core.list(limit, offset, namespace))
+        """A page of records in insertion order, only those matching ``filter`` when given."""
+        return await self._run(self._core.list(limit, offset, namespace, filter))
 
     async def count(self, namespace: str | None = None) -> int:
         """Records in ``namespace``, or in the whole store when no namespace is given."""
@@ -240,6 +248,13 @@ class AsyncEngramClient:
     async def health(self) -> dict[str, Any]:
         """Whether the store (or node) answers; ``ready`` is false while a node loads its model."""
         return await self._run(self._core.health())
+
+    async def is_online(self) -> bool:
+        """Whether the store (or node) answers and is ready; never raises for a node that is down."""
+        try:
+            return bool((await self.health())["ready"])
+        except UpstreamError:
+            return False
 
     async def close(self) -> None:
         """Close the store or the HTTP connections."""

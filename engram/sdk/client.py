@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from engram.api.exchange import run_sync
 from engram.embed import Embedder
-from engram.memory import IngestItem
+from engram.errors import UpstreamError
 from engram.network.client import ReadReport, WriteReport
-from engram.records import QueryResult, Record
+from engram.records import IngestItem, QueryResult, Record
 from engram.sdk._base import (
     FILE_BATCH_ITEMS,
     BatchResult,
@@ -26,7 +27,6 @@ from engram.sdk._base import (
     choose_target,
     network_target,
     pick_signer,
-    run_sync,
 )
 from engram.sdk.sealer import Sealer, sealer_for
 from engram.sdk.transports import JsonlFile, open_transport
@@ -50,6 +50,9 @@ class EngramClient:
     :meth:`grant`). ``seal_key=`` seals text and metadata on this side before
     they leave (``clear_fields`` stay readable and filterable; ``noise_sigma``
     blurs the embeddings, which otherwise stay in clear for search).
+
+    ``miner_url=`` and ``timeout=`` are the original SDK's names for ``url`` and
+    ``timeout_s``, accepted so code written for it runs unchanged.
     """
 
     def __init__(
@@ -67,6 +70,8 @@ class EngramClient:
         seal_key: SealKey | None = None,
         clear_fields: Collection[str] = (),
         noise_sigma: float = 0.0,
+        miner_url: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         target = choose_target(
             url,
@@ -76,6 +81,8 @@ class EngramClient:
             retries=retries,
             backoff_s=backoff_s,
             signer=pick_signer(wallet, keypair),
+            miner_url=miner_url,
+            timeout=timeout,
         )
         self._open(target, namespace, sealer_for(seal_key, clear_fields, noise_sigma, embedder))
 
@@ -210,9 +217,15 @@ class EngramClient:
         """The whole record, or ``None`` when this CID is not stored in the namespace."""
         return self._run(self._core.get(cid, namespace))
 
-    def list(self, limit: int = 100, offset: int = 0, namespace: str | None = None) -> list[Record]:
-        """A page of records in insertion order."""
-        return self._run(self._core.list(limit, offset, namespace))
+    def list(
+        self,
+        limit: int = 100,
+        offset: int = 0,
+        namespace: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        """A page of records in insertion order, only those matching ``filter`` when given."""
+        return self._run(self._core.list(limit, offset, namespace, filter))
 
     def count(self, namespace: str | None = None) -> int:
         """Records in ``namespace``, or in the whole store when no namespace is given."""
@@ -245,6 +258,13 @@ class EngramClient:
     def health(self) -> dict[str, Any]:
         """Whether the store (or node) answers; ``ready`` is false while a node loads its model."""
         return self._run(self._core.health())
+
+    def is_online(self) -> bool:
+        """Whether the store (or node) answers and is ready; never raises for a node that is down."""
+        try:
+            return bool(self.health()["ready"])
+        except UpstreamError:
+            return False
 
     def close(self) -> None:
         """Close the store or the HTTP connections."""

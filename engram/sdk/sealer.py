@@ -17,8 +17,7 @@ import numpy as np
 from engram.config import DEFAULT_NAMESPACE, Limits
 from engram.embed import Embedder, get_embedder
 from engram.errors import EngramError, InvalidRequestError
-from engram.memory import IngestItem
-from engram.records import QueryResult, Record, check_text
+from engram.records import IngestItem, QueryResult, Record, check_text
 from engram.security.sealing import SealKey, add_noise, is_sealed, seal, unseal
 
 _LIMITS = Limits()

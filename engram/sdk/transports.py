@@ -1,15 +1,16 @@
 """Transports: the only parts of the client that do I/O.
 
-Each one answers a :class:`~engram.sdk._base.Call` and knows nothing of the
-client's logic. The embedded ones run the call in this process (the async one
-in a worker thread, since SQLite and the index block); the HTTP ones send the
-requests :func:`~engram.sdk._base.exchange` asks for and sleep when it says so.
+Each one answers a :class:`~engram.api.calls.Call` and knows nothing of the
+client's logic. The in-process ones run the call on a node (the embedded
+:class:`~engram.node.local.LocalNode` or the whole network's
+:class:`~engram.network.node.NetworkNode`; the async ones in a worker thread,
+since both block); the HTTP ones send the requests
+:func:`~engram.api.exchange.exchange` asks for and sleep when it says so.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,29 +19,35 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from engram import __version__
-from engram.errors import InvalidRequestError
-from engram.network.client import ReadReport, WriteReport
-from engram.network.miners import perform_async
-from engram.sdk._base import (
-    HTTP_BATCH_LIMITS,
-    BatchLimits,
-    Call,
+from engram._version import __version__
+from engram.api.calls import HTTP_BATCH_LIMITS, BatchLimits, Call
+from engram.api.exchange import (
     HttpReply,
     HttpRequest,
     Sleep,
-    Target,
     exchange,
+    perform_async,
+    perform_sync,
     run_async,
     run_sync,
 )
-from engram.sdk.embedded import EmbeddedTransport
-from engram.sdk.network import NetworkBackend
-from engram.security.signing import HotkeyAuth
+from engram.errors import InvalidRequestError
+from engram.network.client import ReadReport, WriteReport
+from engram.network.node import NetworkNode
+from engram.node.local import LocalNode
+from engram.sdk._base import Target
+from engram.security.access import OPERATOR, Caller
+from engram.security.signing import HotkeyAuth, signer_hotkey
 
 T = TypeVar("T")
 _HEADERS = {"user-agent": f"engram-sdk/{__version__}", "accept": "application/json"}
-_JSON = {"content-type": "application/json"}
+
+
+def _local_node(target: Target) -> LocalNode:
+    # Without a key the process owns its files and may do anything; with one it obeys
+    # the namespace rules as that hotkey, exactly as a miner would make it.
+    caller = OPERATOR if target.signer is None else Caller(hotkey=signer_hotkey(target.signer))
+    return LocalNode.open(target.path, target.embedder, caller=caller)
 
 
 def _client_kwargs(target: Target) -> dict[str, Any]:
@@ -61,13 +68,13 @@ class LocalTransport:
     limits = BatchLimits()  # one transaction per batch, as the embedded mode always did
 
     def __init__(self, target: Target) -> None:
-        self.store = EmbeddedTransport(target.path, embedder=target.embedder, signer=target.signer)
+        self.node = _local_node(target)
 
     def execute(self, call: Call[T]) -> T:
-        return call.local(self.store)
+        return call.local(self.node)
 
     def close(self) -> None:
-        self.store.close()
+        self.node.close()
 
 
 class AsyncLocalTransport:
@@ -76,13 +83,13 @@ class AsyncLocalTransport:
     limits = BatchLimits()
 
     def __init__(self, target: Target) -> None:
-        self.store = EmbeddedTransport(target.path, embedder=target.embedder, signer=target.signer)
+        self.node = _local_node(target)
 
     async def execute(self, call: Call[T]) -> T:
-        return await asyncio.to_thread(call.local, self.store)
+        return await asyncio.to_thread(call.local, self.node)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.store.close)
+        await asyncio.to_thread(self.node.close)
 
 
 class NetworkTransport:
@@ -92,27 +99,29 @@ class NetworkTransport:
 
     def __init__(self, target: Target) -> None:
         assert target.network is not None
-        self.store = NetworkBackend(target.network, target.embedder, target.verify, target.signer)
+        self.node = NetworkNode(
+            target.network, target.embedder, verify=target.verify, signer=target.signer
+        )
 
     @property
     def report(self) -> list[WriteReport] | ReadReport | None:
-        return self.store.report
+        return self.node.report
 
     def execute(self, call: Call[T]) -> T:
-        return call.local(self.store)  # type: ignore[arg-type]
+        return call.local(self.node)
 
     def close(self) -> None:
-        self.store.close()
+        self.node.close()
 
 
 class AsyncNetworkTransport(NetworkTransport):
     """The network from async code; the backend runs on its own event loop thread."""
 
     async def execute(self, call: Call[T]) -> T:  # type: ignore[override]
-        return await asyncio.to_thread(call.local, self.store)  # type: ignore[arg-type]
+        return await asyncio.to_thread(call.local, self.node)
 
     async def close(self) -> None:  # type: ignore[override]
-        await asyncio.to_thread(self.store.close)
+        await asyncio.to_thread(self.node.close)
 
 
 class HttpTransport:
@@ -129,20 +138,7 @@ class HttpTransport:
         return run_sync(exchange(call, self.url, self.config), self._perform)
 
     def _perform(self, step: HttpRequest | Sleep) -> HttpReply | Exception | None:
-        if isinstance(step, Sleep):
-            time.sleep(step.seconds)
-            return None
-        try:
-            response = self._http.request(
-                step.method,
-                step.path,
-                params=step.params,
-                content=step.body,
-                headers=_JSON if step.body is not None else None,
-            )
-        except httpx.TransportError as exc:
-            return exc  # exchange decides: retry, or raise it as Engram's error
-        return HttpReply(response.status_code, response.content)
+        return perform_sync(self._http, step)
 
     def close(self) -> None:
         self._http.close()

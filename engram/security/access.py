@@ -7,10 +7,23 @@ signer its owner; from then on only the owner and the hotkeys it granted
 ``read`` or ``write`` may touch it. Ownership lives in each store's own
 SQLite file, so the embedded store, a miner and every replica enforce it
 alike.
+
+The original network's clients guard a namespace with a shared secret
+instead (``namespace_key``): the first write to an empty namespace with a key
+ties the namespace to it, and from then on every request to it needs that
+key. Only a slow salted hash of the key is stored (PBKDF2-SHA256). It is the
+weaker, legacy scheme: the key travels with each request (use HTTPS), anyone
+who has it may do anything there, and it cannot be revoked per user. Hotkey
+signatures are the scheme to use; the key exists so those clients keep working.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import struct
+import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -39,6 +52,7 @@ class Caller:
     hotkey: str | None = None
     validator: bool = False  # holds a validator permit on the subnet
     operator: bool = False  # the process that owns the files (embedded use, with no wallet)
+    namespace_key: str | None = None  # a legacy shared secret sent with the request
 
     @property
     def signed(self) -> bool:
@@ -47,6 +61,24 @@ class Caller:
 
 ANONYMOUS = Caller()
 OPERATOR = Caller(operator=True)
+
+_KEY_ITERATIONS = 100_000  # PBKDF2-SHA256 rounds of a new namespace key's hash (stored with it)
+_KEY_MIN_CHARS = 16
+_KEY_CACHE = 4_096  # verified (namespace, key) digests kept, so a key costs PBKDF2 once
+
+
+def hash_namespace_key(namespace: str, key: str, salt: bytes | None = None) -> bytes:
+    """``rounds (4 bytes) || salt (16) || PBKDF2-SHA256(key, namespace || salt)``."""
+    salt = os.urandom(16) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha256", key.encode(), namespace.encode() + salt, _KEY_ITERATIONS)
+    return struct.pack(">I", _KEY_ITERATIONS) + salt + digest
+
+
+def _key_matches(namespace: str, key: str, stored: bytes) -> bool:
+    (rounds,) = struct.unpack(">I", stored[:4])
+    salt, digest = stored[4:20], stored[20:]
+    given = hashlib.pbkdf2_hmac("sha256", key.encode(), namespace.encode() + salt, rounds)
+    return hmac.compare_digest(given, digest)
 
 
 def check_hotkey(hotkey: Any) -> str:
@@ -65,18 +97,40 @@ def check_hotkey(hotkey: Any) -> str:
 class NamespaceAccess:
     """The ownership rules, checked against one store's database before every operation."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, unsigned_public_deletes: bool = False) -> None:
         self.db = db
+        self.unsigned_public_deletes = unsigned_public_deletes
+        self._verified: dict[bytes, None] = {}  # insertion-ordered: the oldest is evicted first
+        self._verified_lock = threading.Lock()
 
     def owner(self, namespace: str) -> str | None:
         return self.db.owner(namespace)
 
     def private(self) -> set[str]:
-        return self.db.owned()
+        return self.db.owned() | self.db.keyed_namespaces()
+
+    def _key_opens(self, caller: Caller, namespace: str, stored: bytes) -> bool:
+        key = caller.namespace_key
+        if key is None:
+            return False
+        memo = hashlib.sha256(b"\0".join((namespace.encode(), key.encode(), stored))).digest()
+        with self._verified_lock:
+            if memo in self._verified:
+                return True
+        if not _key_matches(namespace, key, stored):
+            return False
+        with self._verified_lock:
+            self._verified[memo] = None
+            if len(self._verified) > _KEY_CACHE:
+                del self._verified[next(iter(self._verified))]
+        return True
 
     def can(self, caller: Caller, namespace: str, permission: Permission) -> bool:
         if caller.operator:
             return True
+        stored = self.db.namespace_key_hash(namespace)
+        if stored is not None:
+            return self._key_opens(caller, namespace, stored)
         owner = self.db.owner(namespace)
         if owner is None:
             return True
@@ -87,6 +141,12 @@ class NamespaceAccess:
     def require(self, caller: Caller, namespace: str, permission: Permission) -> None:
         if self.can(caller, namespace, permission):
             return
+        if self.db.namespace_key_hash(namespace) is not None:
+            if caller.namespace_key is None:
+                raise UnauthorizedError(
+                    f"namespace {namespace!r} is guarded by a namespace_key: send it"
+                )
+            raise ForbiddenError(f"wrong namespace_key for namespace {namespace!r}")
         if caller.hotkey is None:
             raise UnauthorizedError(
                 f"namespace {namespace!r} is private: sign the request with its owner's "
@@ -101,14 +161,34 @@ class NamespaceAccess:
         """Allow a write, claiming the namespace for a signed caller when nobody wrote there."""
         if caller.operator:
             return
+        if caller.namespace_key is not None and caller.hotkey is None:
+            self._claim_with_key(caller.namespace_key, namespace)
         claimable = caller.hotkey is not None and namespace != DEFAULT_NAMESPACE
         if claimable and self.db.owner(namespace) is None:
             self.db.claim(namespace, caller.hotkey)  # type: ignore[arg-type]
         self.require(caller, namespace, Permission.WRITE)
 
+    def _claim_with_key(self, key: str, namespace: str) -> None:
+        """Tie an empty, unowned namespace to ``key``; a public one refuses to be keyed."""
+        if self.db.namespace_key_hash(namespace) is not None or self.db.owner(namespace):
+            return
+        if namespace == DEFAULT_NAMESPACE or self.db.count(namespace):
+            raise ForbiddenError(
+                f"namespace {namespace!r} is public (it already holds records written without "
+                "a key): a namespace_key can guard only a new namespace; choose another name"
+            )
+        if len(key) < _KEY_MIN_CHARS:
+            raise InvalidRequestError(
+                f"a namespace_key must be at least {_KEY_MIN_CHARS} characters"
+            )
+        self.db.set_namespace_key_hash(namespace, hash_namespace_key(namespace, key))
+
     def admit_delete(self, caller: Caller, namespace: str, cid: str) -> None:
         """Private: owner or write grantee. Public: only the hotkey that wrote the record."""
-        private = self.db.owner(namespace) is not None
+        private = (
+            self.db.owner(namespace) is not None
+            or self.db.namespace_key_hash(namespace) is not None
+        )
         if private:
             self.require(caller, namespace, Permission.WRITE)
         exists, writer = self.db.writer(namespace, cid)
@@ -117,8 +197,12 @@ class NamespaceAccess:
         if caller.operator or private:
             return
         if writer is None:
+            if self.unsigned_public_deletes:
+                return
             raise ForbiddenError(
-                f"{cid} was written without a signature: public records are permanent"
+                f"{cid} was written without a signature: public records are permanent "
+                "(a node may allow such deletes with unsigned_public_deletes, as the original "
+                "network did)"
             )
         if caller.hotkey is None:
             raise UnauthorizedError(
@@ -132,6 +216,11 @@ class NamespaceAccess:
     ) -> None:
         """Grant or revoke; a signed owner's first grant claims an empty namespace."""
         check_hotkey(hotkey)
+        if self.db.namespace_key_hash(namespace) is not None:
+            raise InvalidRequestError(
+                f"namespace {namespace!r} is guarded by a namespace_key: anyone with the key "
+                "has access; grants apply to namespaces owned by a hotkey"
+            )
         if caller.hotkey is None and not caller.operator:
             raise UnauthorizedError("grants are signed by the namespace's owner")
         owner = self.db.owner(namespace)
@@ -150,7 +239,10 @@ class NamespaceAccess:
         """Owner and grants; a private namespace's grants are shown to its owner only."""
         owner = self.db.owner(namespace)
         if owner is None:
-            return {"namespace": namespace, "owner": None, "private": False, "grants": []}
+            keyed = self.db.namespace_key_hash(namespace) is not None
+            if keyed:
+                self.require(caller, namespace, Permission.READ)
+            return {"namespace": namespace, "owner": None, "private": keyed, "grants": []}
         if not caller.operator and caller.hotkey != owner:
             self.require(caller, namespace, Permission.READ)
             return {"namespace": namespace, "owner": owner, "private": True, "grants": []}

@@ -34,6 +34,7 @@ class Gate:
         hotkey: str | None = None,
         validators: Callable[[], Collection[str]] = frozenset,
     ) -> None:
+        self.config = config
         self.verifier = Verifier(hotkey, config.signature_max_age_s, validators)
         self.limiter = RateLimiter(config)
         self.require_signatures = require_signatures

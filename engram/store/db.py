@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,70 +18,125 @@ from typing import Any
 
 import numpy as np
 
+from engram import sqlite
 from engram.errors import StorageError
 from engram.records import Record
 
-SCHEMA_VERSION = 3
+_LEGACY_VERSIONS = {1: "m001_records", 2: "m002_record_fields", 3: "m003_writers_and_owners"}
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS records (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    namespace     TEXT NOT NULL,
-    cid           TEXT NOT NULL,
-    embedding     BLOB NOT NULL,
-    metadata      TEXT NOT NULL,
-    text          TEXT,
-    model_version TEXT NOT NULL,
-    created_at    REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
-    writer        TEXT  -- the hotkey that signed the write; NULL for an unsigned one
-);
-CREATE UNIQUE INDEX IF NOT EXISTS records_namespace_cid ON records(namespace, cid);
-CREATE INDEX IF NOT EXISTS records_namespace_id ON records(namespace, id);
-CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(
-    text, content='records', content_rowid='id'
-);
-CREATE TRIGGER IF NOT EXISTS records_fts_insert AFTER INSERT ON records
-WHEN new.text IS NOT NULL BEGIN
-    INSERT INTO records_fts(rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER IF NOT EXISTS records_fts_delete AFTER DELETE ON records
-WHEN old.text IS NOT NULL BEGIN
-    INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.id, old.text);
-END;
-CREATE TABLE IF NOT EXISTS record_fields (
-    id        INTEGER NOT NULL,
-    namespace TEXT NOT NULL,
-    key       TEXT NOT NULL,
-    kind      TEXT NOT NULL,
-    value
-);
-CREATE INDEX IF NOT EXISTS record_fields_lookup ON record_fields(namespace, key, value);
-CREATE INDEX IF NOT EXISTS record_fields_id ON record_fields(id);
-CREATE TRIGGER IF NOT EXISTS record_fields_insert AFTER INSERT ON records BEGIN
-    INSERT INTO record_fields(id, namespace, key, kind, value)
-    SELECT new.id, new.namespace, key, type, atom FROM json_each(new.metadata);
-END;
-CREATE TRIGGER IF NOT EXISTS record_fields_delete AFTER DELETE ON records BEGIN
-    DELETE FROM record_fields WHERE id = old.id;
-END;
-CREATE TABLE IF NOT EXISTS namespace_owners (
-    namespace TEXT PRIMARY KEY,
-    owner     TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS namespace_grants (
-    namespace  TEXT NOT NULL,
-    hotkey     TEXT NOT NULL,
-    permission TEXT NOT NULL,
-    PRIMARY KEY (namespace, hotkey, permission)
-);
-CREATE TABLE IF NOT EXISTS index_checkpoints (
-    namespace    TEXT PRIMARY KEY,
-    file         TEXT NOT NULL,
-    indexed_upto INTEGER NOT NULL,
-    params       TEXT NOT NULL
-);
-"""
+
+def _baseline(conn: sqlite3.Connection) -> str | None:
+    """Before migrations were recorded, ``settings.schema_version`` said how far a store was."""
+    if "records" not in sqlite.tables(conn):
+        return None
+    row = conn.execute("SELECT value FROM settings WHERE key='schema_version'").fetchone()
+    # That code wrote the version right after creating its tables: no row is its newest schema.
+    version = int(row[0]) if row else 3
+    if version not in _LEGACY_VERSIONS:
+        raise StorageError(f"unknown store schema {version}; upgrade engram-subnet")
+    return _LEGACY_VERSIONS[version]
+
+
+_MIGRATIONS = sqlite.Migrations("store", baseline=_baseline)
+
+
+# The first three tolerate tables the unrecorded code may already have created (it ran
+# its whole schema before upgrading the version), hence IF NOT EXISTS and the column check.
+@_MIGRATIONS
+def m001_records(conn: sqlite3.Connection) -> None:
+    """The records, their full text (FTS5) and the index checkpoints."""
+    for statement in (
+        "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE IF NOT EXISTS records (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            namespace     TEXT NOT NULL,
+            cid           TEXT NOT NULL,
+            embedding     BLOB NOT NULL,
+            metadata      TEXT NOT NULL,
+            text          TEXT,
+            model_version TEXT NOT NULL,
+            created_at    REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+        )""",
+        "CREATE UNIQUE INDEX IF NOT EXISTS records_namespace_cid ON records(namespace, cid)",
+        "CREATE INDEX IF NOT EXISTS records_namespace_id ON records(namespace, id)",
+        """CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(
+            text, content='records', content_rowid='id'
+        )""",
+        """CREATE TRIGGER IF NOT EXISTS records_fts_insert AFTER INSERT ON records
+        WHEN new.text IS NOT NULL BEGIN
+            INSERT INTO records_fts(rowid, text) VALUES (new.id, new.text);
+        END""",
+        """CREATE TRIGGER IF NOT EXISTS records_fts_delete AFTER DELETE ON records
+        WHEN old.text IS NOT NULL BEGIN
+            INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.id, old.text);
+        END""",
+        """CREATE TABLE IF NOT EXISTS index_checkpoints (
+            namespace    TEXT PRIMARY KEY,
+            file         TEXT NOT NULL,
+            indexed_upto INTEGER NOT NULL,
+            params       TEXT NOT NULL
+        )""",
+    ):
+        conn.execute(statement)
+
+
+@_MIGRATIONS
+def m002_record_fields(conn: sqlite3.Connection) -> None:
+    """Index metadata fields so filters are lookups; built from the records already stored."""
+    for statement in (
+        """CREATE TABLE IF NOT EXISTS record_fields (
+            id        INTEGER NOT NULL,
+            namespace TEXT NOT NULL,
+            key       TEXT NOT NULL,
+            kind      TEXT NOT NULL,
+            value
+        )""",
+        "CREATE INDEX IF NOT EXISTS record_fields_lookup ON record_fields(namespace, key, value)",
+        "CREATE INDEX IF NOT EXISTS record_fields_id ON record_fields(id)",
+        """CREATE TRIGGER IF NOT EXISTS record_fields_insert AFTER INSERT ON records BEGIN
+            INSERT INTO record_fields(id, namespace, key, kind, value)
+            SELECT new.id, new.namespace, key, type, atom FROM json_each(new.metadata);
+        END""",
+        """CREATE TRIGGER IF NOT EXISTS record_fields_delete AFTER DELETE ON records BEGIN
+            DELETE FROM record_fields WHERE id = old.id;
+        END""",
+        "DELETE FROM record_fields",
+        "INSERT INTO record_fields(id, namespace, key, kind, value) "
+        "SELECT r.id, r.namespace, j.key, j.type, j.atom FROM records r, json_each(r.metadata) j",
+    ):
+        conn.execute(statement)
+
+
+@_MIGRATIONS
+def m003_writers_and_owners(conn: sqlite3.Connection) -> None:
+    """Who signed each write (older records keep NULL: permanent), namespace owners and grants."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
+    if "writer" not in columns:
+        conn.execute("ALTER TABLE records ADD COLUMN writer TEXT")
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS namespace_owners (
+            namespace TEXT PRIMARY KEY,
+            owner     TEXT NOT NULL
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS namespace_grants (
+            namespace  TEXT NOT NULL,
+            hotkey     TEXT NOT NULL,
+            permission TEXT NOT NULL,
+            PRIMARY KEY (namespace, hotkey, permission)
+        )"""
+    )
+
+
+@_MIGRATIONS
+def m004_namespace_keys(conn: sqlite3.Connection) -> None:
+    """A slow, salted hash of each namespace's legacy key, so the key itself is never stored."""
+    conn.execute(
+        "CREATE TABLE namespace_keys "
+        "(namespace TEXT PRIMARY KEY, key_hash BLOB NOT NULL, created_at REAL NOT NULL)"
+    )
+
 
 _RECORD_COLUMNS = "id, cid, embedding, metadata, text, namespace, model_version"
 
@@ -108,48 +164,12 @@ class Database:
         self.write_lock = threading.RLock()
         try:
             self._writer = self._connect()
-            self._writer.executescript(_SCHEMA)
-            self._check_schema()
+            _MIGRATIONS.apply(self._writer)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the store database {path}: {exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA cache_size=-65536")
-        return conn
-
-    def _check_schema(self) -> None:
-        row = self._writer.execute(
-            "SELECT value FROM settings WHERE key='schema_version'"
-        ).fetchone()
-        if row is None:
-            self._writer.execute(
-                "INSERT INTO settings(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
-            )
-            return
-        version = int(row[0])
-        if version == SCHEMA_VERSION:
-            return
-        if version > SCHEMA_VERSION:
-            raise StorageError(
-                f"{self.path} was written by a newer Engram (schema {row[0]}); upgrade engram-subnet"
-            )
-        with self.transaction() as conn:
-            if version < 2:  # schema 1 had no field index: build it from the records
-                conn.execute(
-                    "INSERT INTO record_fields(id, namespace, key, kind, value) "
-                    "SELECT r.id, r.namespace, j.key, j.type, j.atom "
-                    "FROM records r, json_each(r.metadata) j"
-                )
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
-            if "writer" not in columns:  # schema 2 kept no writer: its records stay permanent
-                conn.execute("ALTER TABLE records ADD COLUMN writer TEXT")
-            conn.execute(
-                "UPDATE settings SET value=? WHERE key='schema_version'", (SCHEMA_VERSION,)
-            )
+        return sqlite.connect(self.path, synchronous=self._synchronous, cache_size_kib=65536)
 
     @property
     def reader(self) -> sqlite3.Connection:
@@ -164,15 +184,8 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction on the single writer; commits on success, rolls back on error."""
-        with self.write_lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self.write_lock, sqlite.transaction(self._writer) as conn:
+            yield conn
 
     # --- records -------------------------------------------------------------------------
 
@@ -264,10 +277,21 @@ class Database:
         ).fetchone()
         return (row is not None, row[0] if row else None)
 
-    def page(self, namespace: str, limit: int, offset: int) -> list[Record]:
+    def page(
+        self,
+        namespace: str,
+        limit: int,
+        offset: int,
+        select: tuple[str, list[Any]] | None = None,
+    ) -> list[Record]:
+        """Records in insertion order; ``select`` is a compiled filter (matching ids only)."""
+        where, params = "namespace=?", [namespace]
+        if select is not None:
+            where += f" AND id IN ({select[0]})"
+            params += select[1]
         rows = self.reader.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM records WHERE namespace=? ORDER BY id LIMIT ? OFFSET ?",
-            (namespace, limit, offset),
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE {where} ORDER BY id LIMIT ? OFFSET ?",
+            (*params, limit, offset),
         ).fetchall()
         return [row_to_record(r) for r in rows]
 
@@ -403,6 +427,27 @@ class Database:
                     "DELETE FROM namespace_grants WHERE namespace=? AND hotkey=? AND permission=?",
                     (namespace, hotkey, permission),
                 )
+
+    # --- legacy namespace keys ------------------------------------------------------------
+
+    def namespace_key_hash(self, namespace: str) -> bytes | None:
+        """The stored hash of the namespace's legacy key, or None when none was set."""
+        row = self.reader.execute(
+            "SELECT key_hash FROM namespace_keys WHERE namespace=?", (namespace,)
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def keyed_namespaces(self) -> set[str]:
+        return {r[0] for r in self.reader.execute("SELECT namespace FROM namespace_keys")}
+
+    def set_namespace_key_hash(self, namespace: str, key_hash: bytes) -> None:
+        """Store the hash unless the namespace already has one: the first key set stays."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO namespace_keys(namespace, key_hash, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(namespace) DO NOTHING",
+                (namespace, bytes(key_hash), time.time()),
+            )
 
     # --- index checkpoints ---------------------------------------------------------------
 

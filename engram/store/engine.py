@@ -260,12 +260,21 @@ class Store:
         """Every copy of this CID, one per namespace holding it, oldest first."""
         return self.db.find_cid(cid)
 
-    def list(self, namespace: str | None = None, limit: int = 100, offset: int = 0) -> list[Record]:
+    def list(
+        self,
+        namespace: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        """A page of a namespace's records in insertion order, only those matching ``filter``."""
         if not 1 <= limit <= self.limits.max_list_limit or not 0 <= offset < 2**63:
             raise InvalidRequestError(
                 f"limit must be 1..{self.limits.max_list_limit} and offset 0..2^63-1"
             )
-        return self.db.page(check_namespace(namespace, self.limits), limit, offset)
+        namespace = check_namespace(namespace, self.limits)
+        select = compile_filter(filter, namespace) if filter else None
+        return self.db.page(namespace, limit, offset, select)
 
     def count(self, namespace: str | None = None) -> int:
         """Records in ``namespace``, or in the whole store when it is None."""

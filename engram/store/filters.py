@@ -5,11 +5,16 @@
 
 Operators: ``$eq $ne $gt $gte $lt $lte $in $nin $and $or`` on top-level
 metadata keys. As in Chroma, ``$ne`` and ``$nin`` match only records that have
-the key. Values keep their JSON type: ``1`` does not match ``"1"`` or ``true``.
+the key. Typed values stay typed: ``1`` does not match ``"1"`` or ``true``. A
+string also matches the number it spells in JSON (``"2024"`` matches ``2024``,
+``"0.5"`` matches ``0.5``; ``"02024"`` and ``"1e3"`` match only strings): the
+original network's clients send every filter value as a string.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +50,19 @@ def _scalar(value: Any, where: str) -> Any:
     raise InvalidFilterError(f"{where}: {value!r} must be a string, number, boolean or null")
 
 
+def spelled_number(text: str) -> int | float | None:
+    """The number whose JSON spelling is exactly ``text`` (``"2024"`` → 2024), else ``None``."""
+    try:
+        number = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        return None
+    if not math.isfinite(number) or json.dumps(number) != text:
+        return None
+    return number
+
+
 def _equals(value: Any) -> tuple[str, list[Any]]:
     """A test on one ``record_fields`` row (its ``kind`` and ``value``) for equality."""
     if value is None:
@@ -52,6 +70,10 @@ def _equals(value: Any) -> tuple[str, list[Any]]:
     if isinstance(value, bool):
         return ("kind = 'true'" if value else "kind = 'false'"), []
     if isinstance(value, str):
+        number = spelled_number(value)
+        if number is not None:
+            sql = "((kind = 'text' AND value = ?) OR (kind IN ('integer', 'real') AND value = ?))"
+            return sql, [value, number]
         return "(kind = 'text' AND value = ?)", [value]
     return "(kind IN ('integer', 'real') AND value = ?)", [value]
 
@@ -60,6 +82,7 @@ def _one_of(values: list[Any]) -> tuple[str, list[Any]]:
     """Equality with any of ``values``, as ``value IN (...)`` per type so the index serves it."""
     numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     texts = [v for v in values if isinstance(v, str)]
+    numbers += [n for n in map(spelled_number, texts) if n is not None]
     tests = [_equals(v) for v in values if isinstance(v, bool) or v is None]
     for kinds, group in (("'integer', 'real'", numbers), ("'text'", texts)):
         if group:

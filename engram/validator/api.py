@@ -9,7 +9,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from engram import __version__
+from engram._version import __version__
 from engram.config import Limits
 from engram.server.app import create_app
 from engram.validator.loop import Validator

@@ -24,14 +24,14 @@ from collections.abc import Sequence
 
 import httpx
 
+from engram.api.calls import ChallengeCall, CommitmentCall, Get, InventoryCall
+from engram.api.exchange import call_node
 from engram.chain.base import Neuron
 from engram.cid import verify_cid
 from engram.config import ClientConfig
 from engram.errors import EngramError
-from engram.network.miners import ChallengeCall, CommitmentCall, InventoryCall, call_node
 from engram.proofs import MerkleTree, make_challenge, verify_response
 from engram.records import Record
-from engram.sdk._base import Get
 from engram.validator.state import ChallengeRecord
 
 log = logging.getLogger("engram.validator")

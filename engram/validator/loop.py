@@ -20,16 +20,16 @@ from typing import Any
 import httpx
 import numpy as np
 
-from engram import __version__
+from engram._version import __version__
+from engram.api.calls import Query
+from engram.api.exchange import call_node
 from engram.chain import open_chain
 from engram.chain.base import Chain, Metagraph, Neuron
 from engram.chain.keys import identity, open_wallet
-from engram.config import ClientConfig, NetworkConfig, ValidatorConfig
+from engram.config import SPEC_VERSION, ClientConfig, NetworkConfig, ValidatorConfig
 from engram.errors import ChainError, EngramError, UnavailableError
 from engram.network.client import Network
-from engram.network.miners import call_node
 from engram.network.routing import REPLICAS, closest
-from engram.sdk._base import Query
 from engram.security.signing import HotkeyAuth
 from engram.validator.challenges import challenge_miner
 from engram.validator.corpus import Corpus, build_records, corpus_namespace, new_seed
@@ -65,6 +65,7 @@ class Validator:
     ) -> None:
         self.config = config
         wallet = open_wallet(config.wallet, config.wallet_path)
+        self._signer = wallet  # signs the weights on chain
         self.hotkey = identity(wallet).hotkey
         self.chain = chain if chain is not None else open_chain(config.chain)
         self._owns_chain = chain is None
@@ -464,7 +465,12 @@ class Validator:
             raw.append(old.ema if counts and old is not None else 0.0)
         weights = normalise(raw)
         await asyncio.to_thread(
-            self.chain.set_weights, self.config.netuid, self.hotkey, uids, weights
+            self.chain.set_weights,
+            self.config.netuid,
+            self._signer,
+            uids,
+            weights,
+            version_key=SPEC_VERSION,
         )
         by_uid = dict(zip(uids, weights, strict=True))
         state.add_weights(graph.block, by_uid)

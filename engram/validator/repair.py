@@ -27,15 +27,15 @@ from typing import TypeVar
 
 import httpx
 
+from engram.api.calls import Call, Get, ListRecords, Stats
+from engram.api.exchange import call_node
 from engram.chain.base import Neuron
 from engram.cid import generate_cid
 from engram.config import ClientConfig, Limits
 from engram.errors import EngramError
 from engram.network.client import Network
-from engram.network.miners import call_node
 from engram.network.routing import REPLICAS, closest
 from engram.records import Record
-from engram.sdk._base import Call, Get, ListRecords, Stats
 from engram.validator.corpus import Corpus
 from engram.validator.state import ReplicaHealth
 

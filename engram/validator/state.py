@@ -21,84 +21,97 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from engram import sqlite
 from engram.cid import generate_cid
 from engram.errors import StorageError
 from engram.records import Record
 
-SCHEMA_VERSION = 1
 FILENAME = "validator.sqlite"
 HISTORY_KEEP_S = 14 * 24 * 3600.0  # score / challenge / weight history older than this is pruned
 
 T = TypeVar("T")
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS corpus (
-        idx      INTEGER PRIMARY KEY,
-        cid      TEXT NOT NULL UNIQUE,
-        vector   BLOB NOT NULL,
-        metadata TEXT NOT NULL,
-        written  INTEGER NOT NULL DEFAULT 0
-    )""",
-    """CREATE TABLE IF NOT EXISTS miners (
-        uid          INTEGER PRIMARY KEY,
-        hotkey       TEXT NOT NULL,
-        ema          REAL NOT NULL DEFAULT 0,
-        recall       REAL,
-        latency_ms   REAL,
-        proof_passed INTEGER NOT NULL DEFAULT 0,
-        proof_issued INTEGER NOT NULL DEFAULT 0,
-        score        REAL,
-        weight       REAL NOT NULL DEFAULT 0,
-        updated_at   REAL NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS challenges (
-        id         INTEGER PRIMARY KEY AUTOINCREMENT,
-        uid        INTEGER NOT NULL,
-        hotkey     TEXT NOT NULL,
-        cid        TEXT,
-        kind       TEXT NOT NULL CHECK (kind IN ('hmac', 'audit')),
-        passed     INTEGER NOT NULL,
-        latency_ms REAL,
-        reason     TEXT,
-        at         REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS challenges_by_miner ON challenges(uid, hotkey, id)",
-    "CREATE INDEX IF NOT EXISTS challenges_by_cid ON challenges(cid, hotkey, id)",
-    """CREATE TABLE IF NOT EXISTS scores (
-        round      INTEGER NOT NULL,
-        uid        INTEGER NOT NULL,
-        hotkey     TEXT NOT NULL,
-        recall     REAL NOT NULL,
-        latency_ms REAL NOT NULL,
-        proof_rate REAL NOT NULL,
-        score      REAL NOT NULL,
-        ema        REAL NOT NULL,
-        at         REAL NOT NULL,
-        PRIMARY KEY (round, uid)
-    )""",
-    """CREATE TABLE IF NOT EXISTS weights (
-        block  INTEGER NOT NULL,
-        uid    INTEGER NOT NULL,
-        weight REAL NOT NULL,
-        at     REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS weights_by_block ON weights(block)",
-    """CREATE TABLE IF NOT EXISTS holdings (
-        cid    TEXT NOT NULL,
-        hotkey TEXT NOT NULL,
-        at     REAL NOT NULL,
-        PRIMARY KEY (cid, hotkey)
-    )""",
-    """CREATE TABLE IF NOT EXISTS replicas (
-        cid        TEXT PRIMARY KEY,
-        expected   INTEGER NOT NULL,
-        confirmed  INTEGER NOT NULL,
-        status     TEXT NOT NULL CHECK (status IN ('healthy', 'degraded', 'lost')),
-        holders    TEXT NOT NULL,
-        checked_at REAL NOT NULL
-    )""",
-)
+
+def _baseline(conn: sqlite3.Connection) -> str | None:
+    """State files from before recorded migrations hold the one schema there was."""
+    return "m001_validator_state" if "meta" in sqlite.tables(conn) else None
+
+
+_MIGRATIONS = sqlite.Migrations("validator_state", baseline=_baseline)
+
+
+@_MIGRATIONS
+def m001_validator_state(conn: sqlite3.Connection) -> None:
+    """The seed and corpus, miners' EMAs, and the challenge, score, weight and replica history."""
+    for statement in (
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE IF NOT EXISTS corpus (
+            idx      INTEGER PRIMARY KEY,
+            cid      TEXT NOT NULL UNIQUE,
+            vector   BLOB NOT NULL,
+            metadata TEXT NOT NULL,
+            written  INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE IF NOT EXISTS miners (
+            uid          INTEGER PRIMARY KEY,
+            hotkey       TEXT NOT NULL,
+            ema          REAL NOT NULL DEFAULT 0,
+            recall       REAL,
+            latency_ms   REAL,
+            proof_passed INTEGER NOT NULL DEFAULT 0,
+            proof_issued INTEGER NOT NULL DEFAULT 0,
+            score        REAL,
+            weight       REAL NOT NULL DEFAULT 0,
+            updated_at   REAL NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS challenges (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            uid        INTEGER NOT NULL,
+            hotkey     TEXT NOT NULL,
+            cid        TEXT,
+            kind       TEXT NOT NULL CHECK (kind IN ('hmac', 'audit')),
+            passed     INTEGER NOT NULL,
+            latency_ms REAL,
+            reason     TEXT,
+            at         REAL NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS challenges_by_miner ON challenges(uid, hotkey, id)",
+        "CREATE INDEX IF NOT EXISTS challenges_by_cid ON challenges(cid, hotkey, id)",
+        """CREATE TABLE IF NOT EXISTS scores (
+            round      INTEGER NOT NULL,
+            uid        INTEGER NOT NULL,
+            hotkey     TEXT NOT NULL,
+            recall     REAL NOT NULL,
+            latency_ms REAL NOT NULL,
+            proof_rate REAL NOT NULL,
+            score      REAL NOT NULL,
+            ema        REAL NOT NULL,
+            at         REAL NOT NULL,
+            PRIMARY KEY (round, uid)
+        )""",
+        """CREATE TABLE IF NOT EXISTS weights (
+            block  INTEGER NOT NULL,
+            uid    INTEGER NOT NULL,
+            weight REAL NOT NULL,
+            at     REAL NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS weights_by_block ON weights(block)",
+        """CREATE TABLE IF NOT EXISTS holdings (
+            cid    TEXT NOT NULL,
+            hotkey TEXT NOT NULL,
+            at     REAL NOT NULL,
+            PRIMARY KEY (cid, hotkey)
+        )""",
+        """CREATE TABLE IF NOT EXISTS replicas (
+            cid        TEXT PRIMARY KEY,
+            expected   INTEGER NOT NULL,
+            confirmed  INTEGER NOT NULL,
+            status     TEXT NOT NULL CHECK (status IN ('healthy', 'degraded', 'lost')),
+            holders    TEXT NOT NULL,
+            checked_at REAL NOT NULL
+        )""",
+    ):
+        conn.execute(statement)
 
 
 @dataclass(frozen=True)
@@ -158,55 +171,25 @@ class ValidatorState:
         self._lock = threading.RLock()
         try:
             if readonly:
-                uri = f"{self.path.resolve().as_uri()}?mode=ro"
-                self._conn = sqlite3.connect(
-                    uri, uri=True, isolation_level=None, check_same_thread=False
-                )
+                self._conn = sqlite.connect(self.path, mode="ro", wal=False, synchronous=None)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._conn = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False
-                )
-            self._conn.execute("PRAGMA busy_timeout=10000")
-            if not readonly:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-                self._write(self._migrate)
+                self._conn = sqlite.connect(self.path)
+                _MIGRATIONS.apply(self._conn)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the validator state {self.path}: {exc}") from exc
         except OSError as exc:
             raise StorageError(f"cannot create the validator state {self.path}: {exc}") from exc
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is not None and int(row[0]) > SCHEMA_VERSION:
-            raise StorageError(
-                f"{self.path} was written by a newer Engram (schema {row[0]}); upgrade engram-subnet"
-            )
-        conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
 
     # --- plumbing ------------------------------------------------------------------------
 
     def _run(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
         with self._lock:
             try:
-                self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    result = fn(self._conn)
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    if self._conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            self._conn.execute("ROLLBACK")
-                    raise
+                with sqlite.transaction(self._conn, write=write):
+                    return fn(self._conn)
             except sqlite3.Error as exc:
                 raise StorageError(f"validator state {self.path}: {exc}") from exc
-            return result
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return self._run(fn, write=True)

@@ -33,13 +33,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from engram import __version__
+from engram.api.wire import BatchIngestRequest, ChallengeRequest, IngestRequest, QueryRequest
 from engram.chain.keys import identity, open_wallet
 from engram.chain.local import LocalChain
 from engram.cid import vector_bytes
 from engram.config import EMBEDDING_DIM, Limits
 from engram.errors import EngramError, InvalidRequestError, NotFoundError
 from engram.proofs import MerkleTree
-from engram.protocol import BatchIngestRequest, ChallengeRequest, IngestRequest, QueryRequest
 from engram.records import make_record
 
 HEARTBEAT_S = 1.0
@@ -176,16 +176,17 @@ def main() -> None:
     parser.add_argument("--wallet-path", type=Path, required=True)
     args = parser.parse_args()
 
-    me = identity(open_wallet(args.wallet, args.wallet_path))
+    wallet = open_wallet(args.wallet, args.wallet_path)
+    me = identity(wallet)
     chain = LocalChain(args.chain_path)
-    chain.register(args.netuid, me.hotkey, me.coldkey or "cheater-coldkey")
-    chain.serve_axon(args.netuid, me.hotkey, "127.0.0.1", args.port)
+    chain.register(args.netuid, wallet)
+    chain.serve_axon(args.netuid, wallet, "127.0.0.1", args.port)
     stop = threading.Event()
 
     def heartbeat() -> None:  # stays in Metagraph.serving() like an honest miner
         while not stop.wait(HEARTBEAT_S):
             try:
-                chain.serve_axon(args.netuid, me.hotkey, "127.0.0.1", args.port)
+                chain.serve_axon(args.netuid, wallet, "127.0.0.1", args.port)
             except EngramError as exc:
                 print(f"heartbeat failed: {exc.message}", flush=True)
 

@@ -102,17 +102,18 @@ def test_a_hash_only_cheater_gets_zero_weight_and_every_honest_miner_more(tmp_pa
     stops: list[Callable[[], Any]] = [chain.close]
     cheater: MinerProcess | None = None
     try:
-        ids = {
-            name: identity(new_wallet(f"{name}/default", wallets)[0])
+        keys = {
+            name: new_wallet(f"{name}/default", wallets)[0]
             for name in ("honest0", "honest1", "honest2", "cheater", "validator")
         }
+        ids = {name: identity(wallet) for name, wallet in keys.items()}
         honest: list[HonestMiner] = []
         for i in range(HONEST):
-            me = ids[f"honest{i}"]
-            chain.register(NETUID, me.hotkey, me.coldkey)
+            wallet, me = keys[f"honest{i}"], ids[f"honest{i}"]
+            chain.register(NETUID, wallet)
             miner = _start_honest(tmp_path / f"honest{i}", me.hotkey)
             stops.insert(0, miner.stop)
-            chain.serve_axon(NETUID, me.hotkey, "127.0.0.1", miner.port)
+            chain.serve_axon(NETUID, wallet, "127.0.0.1", miner.port)
             honest.append(miner)
 
         port = free_port()
@@ -143,8 +144,7 @@ def test_a_hash_only_cheater_gets_zero_weight_and_every_honest_miner_more(tmp_pa
         cheater.wait_ready(timeout_s=30)
         _wait_serving(chain, ids["cheater"].hotkey, cheater)
 
-        v_id = ids["validator"]
-        chain.register(NETUID, v_id.hotkey, v_id.coldkey, stake=MIN_STAKE)
+        chain.register(NETUID, keys["validator"], stake=MIN_STAKE)
         graph = chain.metagraph(NETUID)
         uid = {name: graph.by_hotkey(i.hotkey).uid for name, i in ids.items()}  # type: ignore[union-attr]
         honest_uids = [uid[f"honest{i}"] for i in range(HONEST)]

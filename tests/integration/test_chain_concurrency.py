@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from bittensor.sp_core import Keypair
 
 from engram.chain import LocalChain
 from engram.config import ChainParams
@@ -21,30 +22,35 @@ MINERS = 4
 # weights and lazily processed epochs all overlap despite staggered interpreter start-up.
 WORKER = r"""
 import json, random, sys, time
+from bittensor.sp_core import Keypair
 from engram.chain import LocalChain
+from engram.config import SPEC_VERSION
 
-role, path, hotkey, start_at, duration = sys.argv[1:6]
+role, path, name, start_at, duration = sys.argv[1:6]
 start_at, duration = float(start_at), float(duration)
+signer = Keypair.create_from_uri("//" + name)
+hotkey = signer.ss58_address
 chain = LocalChain(path)
 time.sleep(max(0.0, start_at - time.time()))
 deadline = time.monotonic() + duration
-coldkey = "5Cold-" + hotkey
+coldkey = "5Cold-" + name
 calls = 0
 if role == "miner":
-    uid = chain.register(1, hotkey, coldkey)
+    uid = chain.register(1, signer, coldkey=coldkey)
     while time.monotonic() < deadline:
-        chain.serve_axon(1, hotkey, "127.0.0.1", 9000 + uid)
+        chain.serve_axon(1, signer, "127.0.0.1", 9000 + uid)
         assert chain.metagraph(1).by_hotkey(hotkey).uid == uid
         if calls % 20 == 0:
-            assert chain.register(1, hotkey, coldkey) == uid
+            assert chain.register(1, signer, coldkey=coldkey) == uid
         calls += 1
 else:
-    uid = chain.register(1, hotkey, coldkey, stake=1000.0)
+    uid = chain.register(1, signer, stake=1000.0, coldkey=coldkey)
     rng = random.Random(0)
     while time.monotonic() < deadline:
         miners = [n.uid for n in chain.metagraph(1).neurons if n.uid != uid]
         if miners:
-            chain.set_weights(1, hotkey, miners, [rng.random() + 0.01 for _ in miners])
+            weights = [rng.random() + 0.01 for _ in miners]
+            chain.set_weights(1, signer, miners, weights, version_key=SPEC_VERSION)
         calls += 1
         time.sleep(0.005)
 chain.close()
@@ -58,7 +64,8 @@ def test_processes_share_one_chain_file(tmp_path: Path) -> None:
     params = ChainParams(block_time_s=0.05, tempo=5, axon_ttl_blocks=20, min_validator_stake=1000.0)
     LocalChain.create(path, params=params).close()
 
-    roles = [("miner", f"5Fminer-{i}") for i in range(MINERS)] + [("validator", "5Fvalidator")]
+    roles = [("miner", f"miner-{i}") for i in range(MINERS)] + [("validator", "validator")]
+    hotkeys = {name: Keypair.create_from_uri(f"//{name}").ss58_address for _, name in roles}
     start_at = time.time() + 2.0
     procs = [
         subprocess.Popen(
@@ -68,7 +75,7 @@ def test_processes_share_one_chain_file(tmp_path: Path) -> None:
                 WORKER,
                 role,
                 str(path),
-                hotkey,
+                name,
                 repr(start_at),
                 str(DURATION_S),
             ],
@@ -77,7 +84,7 @@ def test_processes_share_one_chain_file(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        for role, hotkey in roles
+        for role, name in roles
     ]
     results = []
     for proc in procs:
@@ -89,8 +96,7 @@ def test_processes_share_one_chain_file(tmp_path: Path) -> None:
     assert all(r["calls"] > 10 for r in results), results
     with LocalChain(path) as chain:
         mg = chain.metagraph(1)
-        hotkeys = [n.hotkey for n in mg.neurons]
-        assert sorted(hotkeys) == sorted(hotkey for _, hotkey in roles)
+        assert sorted(n.hotkey for n in mg.neurons) == sorted(hotkeys.values())
         assert len({n.uid for n in mg.neurons}) == len(roles)
         assert {r["hotkey"]: r["uid"] for r in results} == {n.hotkey: n.uid for n in mg.neurons}
 
@@ -101,7 +107,7 @@ def test_processes_share_one_chain_file(tmp_path: Path) -> None:
         assert all(b % params.tempo == 0 for b in blocks)
         latest = history[-1]["neurons"]
         assert sum(e["incentive"] for e in latest) == pytest.approx(1.0)
-        validator = mg.by_hotkey("5Fvalidator")
+        validator = mg.by_hotkey(hotkeys["validator"])
         assert validator is not None
         assert validator.validator_permit
         assert set(mg.weights) == {validator.uid}

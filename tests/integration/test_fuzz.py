@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from bittensor.sp_core import Keypair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
@@ -194,11 +195,12 @@ def gateway_target(
     try:
         axons = []
         for i in range(3):
-            hotkey = f"fuzz-miner-{i}"
-            uid = chain.register(NETUID, hotkey, f"fuzz-coldkey-{i}")
+            signer = Keypair.create_from_uri(f"//fuzz-miner-{i}")
+            hotkey = signer.ss58_address
+            uid = chain.register(NETUID, signer, coldkey=f"fuzz-coldkey-{i}")
             port = free_port()
-            chain.serve_axon(NETUID, hotkey, "127.0.0.1", port)
-            axon = Axon(chain, NETUID, hotkey, uid, "127.0.0.1", port, 0.5, RouteCheck(hotkey))
+            chain.serve_axon(NETUID, signer, "127.0.0.1", port)
+            axon = Axon(chain, NETUID, signer, uid, "127.0.0.1", port, 0.5, RouteCheck(hotkey))
             config = MinerConfig(home=root / f"miner{i}", port=port, reader_threads=2)
             app = create_miner_app(config, embedder=embedder, axon=axon)
             servers.append(serve_in_thread(app, port, f"fuzz-subnet-miner-{i}"))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bittensor.sp_core import Keypair
 
 from engram.chain.local import LocalChain
 from engram.config import ChainParams, GatewayConfig, MinerConfig
@@ -45,8 +46,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     try:
         for i in range(3):
             port = free_port()
-            chain.register(NETUID, f"miner-hotkey-{i}", f"miner-coldkey-{i}")
-            chain.serve_axon(NETUID, f"miner-hotkey-{i}", "127.0.0.1", port)
+            signer = Keypair.create_from_uri(f"//miner-{i}")
+            chain.register(NETUID, signer, coldkey=f"miner-coldkey-{i}")
+            chain.serve_axon(NETUID, signer, "127.0.0.1", port)
             config = MinerConfig(home=root / f"miner{i}", port=port, reader_threads=2)
             app = create_miner_app(config, embedder=HashEmbedder())
             servers.append(serve_in_thread(app, port, f"miner-{i}"))

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from bittensor.sp_core import Keypair
 from fastapi import FastAPI
 
 from engram.chain.local import LocalChain
@@ -30,6 +31,8 @@ from engram.sdk.client import EngramClient
 from tests.conftest import HashEmbedder, ThreadedServer, free_port, serve_in_thread
 
 NETUID = 1
+VALIDATOR = Keypair.create_from_uri("//validator")
+LIAR = Keypair.create_from_uri("//liar")
 MIN_STAKE = 1_000.0
 TEXTS = [f"note {i}: the network keeps three copies of everything ({i * 7})" for i in range(30)]
 
@@ -55,17 +58,18 @@ class Cluster:
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     params = ChainParams(block_time_s=1.0, axon_ttl_blocks=10_000, min_validator_stake=MIN_STAKE)
     chain = LocalChain.create(tmp_path / "chain.sqlite", NETUID, params)
-    chain.register(NETUID, "validator-hotkey", "validator-coldkey", stake=MIN_STAKE)
+    chain.register(NETUID, VALIDATOR, stake=MIN_STAKE, coldkey="validator-coldkey")
     miners: dict[str, ThreadedServer] = {}
     axons: list[Axon] = []
     c = Cluster(tmp_path, chain, miners, axons)
     try:
         for i in range(4):
-            hotkey = f"miner-hotkey-{i}"
-            uid = chain.register(NETUID, hotkey, f"miner-coldkey-{i}")
+            signer = Keypair.create_from_uri(f"//miner-{i}")
+            hotkey = signer.ss58_address
+            uid = chain.register(NETUID, signer, coldkey=f"miner-coldkey-{i}")
             port = free_port()
-            chain.serve_axon(NETUID, hotkey, "127.0.0.1", port)
-            axon = Axon(chain, NETUID, hotkey, uid, "127.0.0.1", port, 0.5, RouteCheck(hotkey))
+            chain.serve_axon(NETUID, signer, "127.0.0.1", port)
+            axon = Axon(chain, NETUID, signer, uid, "127.0.0.1", port, 0.5, RouteCheck(hotkey))
             config = MinerConfig(home=tmp_path / f"miner{i}", port=port, reader_threads=2)
             app = create_miner_app(config, embedder=HashEmbedder(), axon=axon)
             axons.append(axon)
@@ -215,15 +219,15 @@ def test_verify_drops_a_lying_miners_hits(cluster: Cluster) -> None:
     # The liar returns text 0's embedding and text under text 1's CID.
     embedding = HashEmbedder().encode([texts[0]])[0].tolist()
     port = free_port()
-    cluster.chain.register(NETUID, "liar-hotkey", "liar-coldkey")
+    cluster.chain.register(NETUID, LIAR, coldkey="liar-coldkey")
     cluster.extra.append(serve_in_thread(_liar_app(cids[1], embedding, texts[0]), port, "liar"))
-    cluster.chain.serve_axon(NETUID, "liar-hotkey", "127.0.0.1", port)
+    cluster.chain.serve_axon(NETUID, LIAR, "127.0.0.1", port)
 
     trusting = cluster.client()
     try:
         hits = trusting.query(texts[0], top_k=5)
         report = trusting.network_report
-        assert isinstance(report, ReadReport) and "liar-hotkey" in report.answered
+        assert isinstance(report, ReadReport) and LIAR.ss58_address in report.answered
         assert any(h.cid == cids[1] and h.text == texts[0] for h in hits)  # the lie got through
     finally:
         trusting.close()
@@ -233,8 +237,8 @@ def test_verify_drops_a_lying_miners_hits(cluster: Cluster) -> None:
         hits = checking.query(texts[0], top_k=5)
         report = checking.network_report
         assert isinstance(report, ReadReport)
-        assert "liar-hotkey" in report.failed
-        assert "liar-hotkey" not in report.answered
+        assert LIAR.ss58_address in report.failed
+        assert LIAR.ss58_address not in report.answered
         assert sorted(report.answered) == sorted(cluster.miners)
         assert hits[0].cid == cids[0] and hits[0].text == texts[0]
         assert all(h.text == texts[int(h.metadata["n"])] for h in hits)
@@ -280,10 +284,10 @@ def test_the_gateway_fronts_the_whole_network(cluster: Cluster) -> None:
     graph = cluster.chain.metagraph(NETUID)
     assert sorted(n["uid"] for n in neurons) == sorted(n.uid for n in graph.neurons)
     by_hotkey = {n["hotkey"]: n for n in neurons}
-    assert set(by_hotkey) == {*cluster.miners, "validator-hotkey"}
+    assert set(by_hotkey) == {*cluster.miners, VALIDATOR.ss58_address}
     for hotkey in cluster.miners:
         entry = by_hotkey[hotkey]
         assert entry["role"] == "miner" and entry["serving"] is True
         assert entry["uid"] == graph.by_hotkey(hotkey).uid  # type: ignore[union-attr]
-    validator = by_hotkey["validator-hotkey"]
+    validator = by_hotkey[VALIDATOR.ss58_address]
     assert validator["role"] == "validator" and validator["serving"] is False

@@ -31,7 +31,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from engram import AsyncEngramClient, EngramClient
-from engram.config import Limits, MinerConfig
+from engram.api import calls, exchange
+from engram.config import ClientConfig, Limits, MinerConfig
 from engram.errors import (
     DimensionMismatchError,
     InvalidCIDError,
@@ -41,10 +42,8 @@ from engram.errors import (
     UnavailableError,
     UpstreamTimeoutError,
 )
-from engram.memory import IngestItem
 from engram.miner.app import create_miner_app
-from engram.records import QueryResult, Record, make_record
-from engram.sdk import _base
+from engram.records import IngestItem, QueryResult, Record, make_record
 from tests.conftest import DIM, HashEmbedder, unit_vectors
 
 MODES = ["embedded", "async-embedded", "http", "async-http"]
@@ -341,17 +340,17 @@ def test_sdk_batches_over_the_server_limit_are_split(client: Any, tmp_path: Path
 
 def test_sdk_split_batch_respects_item_and_byte_limits() -> None:
     items = [IngestItem(text=f"t{i}") for i in range(5)]
-    by_count, _ = _base.split_batch(items, _base.BatchLimits(max_items=2, max_bytes=10**6))
+    by_count, _ = calls.split_batch(items, calls.BatchLimits(max_items=2, max_bytes=10**6))
     assert [indices for indices, _ in by_count] == [[0, 1], [2, 3], [4]]
-    by_bytes, rejected = _base.split_batch(
-        [*items, IngestItem(text="x" * 500)], _base.BatchLimits(max_items=100, max_bytes=200)
+    by_bytes, rejected = calls.split_batch(
+        [*items, IngestItem(text="x" * 500)], calls.BatchLimits(max_items=100, max_bytes=200)
     )
     assert [indices for indices, _ in by_bytes] == [[0, 1], [2, 3], [4]]
     assert [i for i, _ in rejected] == [5] and "over the node's 200-byte limit" in rejected[0][1]
     for indices, call in by_bytes:
         body = call.request().body or b""
         assert len(body) <= 200 and len(json.loads(body)["items"]) == len(indices)
-    assert _base.split_batch(items, _base.BatchLimits())[0][0][0] == [0, 1, 2, 3, 4]
+    assert calls.split_batch(items, calls.BatchLimits())[0][0][0] == [0, 1, 2, 3, 4]
 
 
 def test_sdk_errors_are_typed_and_keep_the_message(client: Any) -> None:
@@ -525,15 +524,15 @@ def test_sdk_async_client_supports_async_with(async_harness: Harness) -> None:
 
 def test_sdk_exchange_steps_are_io_free() -> None:
     """The retry schedule is plain data: a plan can be driven by hand, no sockets."""
-    config = _base.ClientConfig(timeout_s=1, retries=2, backoff_s=0.5)
-    steps = _base.exchange(_base.Count(None), "http://node", config)
-    assert next(steps) == _base.HttpRequest("GET", "/count")
-    assert steps.send(_base.HttpReply(500, b"oops")) == _base.Sleep(0.5)
-    assert steps.send(None) == _base.HttpRequest("GET", "/count")
-    assert steps.send(httpx.ConnectError("refused")) == _base.Sleep(1.0)
-    assert steps.send(None) == _base.HttpRequest("GET", "/count")
+    config = ClientConfig(timeout_s=1, retries=2, backoff_s=0.5)
+    steps = exchange.exchange(calls.Count(None), "http://node", config)
+    assert next(steps) == exchange.HttpRequest("GET", "/count")
+    assert steps.send(exchange.HttpReply(500, b"oops")) == exchange.Sleep(0.5)
+    assert steps.send(None) == exchange.HttpRequest("GET", "/count")
+    assert steps.send(httpx.ConnectError("refused")) == exchange.Sleep(1.0)
+    assert steps.send(None) == exchange.HttpRequest("GET", "/count")
     with pytest.raises(StopIteration) as done:
-        steps.send(_base.HttpReply(200, b'{"count": 3}'))
+        steps.send(exchange.HttpReply(200, b'{"count": 3}'))
     assert done.value.value == 3
 
 

@@ -17,11 +17,11 @@ import pytest
 from bittensor.sp_core import Keypair
 
 from engram import EngramClient, SealKey
+from engram.api.calls import record_from_wire
 from engram.config import MinerConfig, SecurityConfig
 from engram.errors import ForbiddenError, UnauthorizedError
 from engram.miner.app import create_miner_app
 from engram.proofs import ChallengeResponse, make_challenge, verify_response
-from engram.sdk._base import record_from_wire
 from engram.security.signing import HotkeyAuth, sign_request
 from tests.conftest import ThreadedServer, free_port, serve_in_thread
 
@@ -203,18 +203,25 @@ def test_a_stranger_cannot_delete_a_public_record(miner: ThreadedServer) -> None
         assert alice.delete(f"/records/{cid}").status_code == 200
 
 
-def test_a_signed_challenge_is_answered_and_an_unsigned_one_refused(miner: ThreadedServer) -> None:
+def test_a_challenge_is_answered_for_a_record_the_caller_may_read(miner: ThreadedServer) -> None:
+    """Anyone may read a public record, so anyone may challenge it, signed or not; a private
+    record's existence is not revealed to a caller who may not read it."""
     cid = _ingest(miner, ALICE, "challenge me", "default")
+    hidden = _ingest(miner, ALICE, "challenge me privately", "alice-proofs")
     challenge = make_challenge(cid, 30)
     doc = {"cid": cid, "nonce_hex": challenge.nonce_hex, "expires_at": challenge.expires_at}
+    private = {**doc, "cid": hidden}
     with _http(miner) as anyone:
-        assert anyone.post("/ChallengeSynapse", json=doc).status_code == 401
+        unsigned = anyone.post("/ChallengeSynapse", json=doc)
+        assert anyone.post("/ChallengeSynapse", json=private).status_code == 404
     with _http(miner, BOB) as bob:
         answer = bob.post("/ChallengeSynapse", json=doc)
         record = bob.get(f"/retrieve/{cid}").json()
-    assert answer.status_code == 200
-    response = ChallengeResponse(answer.json()["embedding_hash"], answer.json()["proof"])
-    assert verify_response(challenge, response, record_from_wire(record))
+        assert bob.post("/ChallengeSynapse", json=private).status_code == 404
+    for reply in (unsigned, answer):
+        assert reply.status_code == 200
+        response = ChallengeResponse(reply.json()["embedding_hash"], reply.json()["proof"])
+        assert verify_response(challenge, response, record_from_wire(record))
 
 
 def test_a_flood_from_one_identity_gets_429_while_another_is_served(tmp_path: Path) -> None:

@@ -25,15 +25,16 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from bittensor.sp_core import Keypair
 
 from engram.chain.keys import identity, new_wallet
 from engram.chain.local import LocalChain
 from engram.config import ChainParams, MinerConfig, NetworkConfig, ValidatorConfig
 from engram.errors import ChainError
-from engram.memory import IngestItem
 from engram.miner.app import create_miner_app
 from engram.network.client import Network
 from engram.network.routing import closest
+from engram.records import IngestItem
 from engram.security.signing import HotkeyAuth
 from engram.validator import Validator
 from engram.validator.state import MinerState, ValidatorState
@@ -54,9 +55,13 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 @dataclass
 class MinerHandle:
-    hotkey: str
+    signer: Keypair
     home: Path
     http: ThreadedServer
+
+    @property
+    def hotkey(self) -> str:
+        return self.signer.ss58_address
 
     @property
     def port(self) -> int:
@@ -80,12 +85,12 @@ class MinerHandle:
         return {r["cid"] for r in body["records"]}
 
 
-def _start_miner(home: Path, hotkey: str) -> MinerHandle:
+def _start_miner(home: Path, signer: Keypair) -> MinerHandle:
     port = free_port()
     app = create_miner_app(
         MinerConfig(home=home, port=port, reader_threads=4), embedder=HashEmbedder()
     )
-    return MinerHandle(hotkey, home, serve_in_thread(app, port, f"miner-{hotkey}"))
+    return MinerHandle(signer, home, serve_in_thread(app, port, f"miner-{signer.ss58_address}"))
 
 
 @dataclass
@@ -117,7 +122,7 @@ class Cluster:
     def announce(self) -> None:
         for m in self.miners:
             if m.hotkey in self.beating:
-                self.chain.serve_axon(NETUID, m.hotkey, "127.0.0.1", m.port)
+                self.chain.serve_axon(NETUID, m.signer, "127.0.0.1", m.port)
 
     def heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
@@ -149,12 +154,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     chain = LocalChain.create(tmp_path / "chain.sqlite", NETUID, params)
     wallet, _ = new_wallet("validator/default", tmp_path / "wallets")
     me = identity(wallet)
-    chain.register(NETUID, me.hotkey, me.coldkey, stake=MIN_STAKE)
+    chain.register(NETUID, wallet, stake=MIN_STAKE)
     miners = []
     for i in range(4):
-        hotkey = f"miner-hotkey-{i}"
-        chain.register(NETUID, hotkey, f"miner-coldkey-{i}")
-        miners.append(_start_miner(tmp_path / f"miner{i}", hotkey))
+        signer = Keypair.create_from_uri(f"//miner-{i}")
+        chain.register(NETUID, signer, coldkey=f"miner-coldkey-{i}")
+        miners.append(_start_miner(tmp_path / f"miner{i}", signer))
     c = Cluster(tmp_path, chain, miners, me.hotkey, beating={m.hotkey for m in miners})
     c.auth = HotkeyAuth(wallet)  # the validator's corpus namespace is private to its hotkey
     c.announce()
@@ -227,8 +232,9 @@ def test_a_dead_or_hung_miner_fails_alone_within_one_deadline(cluster: Cluster) 
     black_hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # accepts, never answers
     black_hole.bind(("127.0.0.1", 0))
     black_hole.listen(64)
-    hung_hotkey = "miner-hotkey-hung"
-    cluster.chain.register(NETUID, hung_hotkey, "hung-coldkey")
+    hung = Keypair.create_from_uri("//miner-hung")
+    hung_hotkey = hung.ss58_address
+    cluster.chain.register(NETUID, hung, coldkey="hung-coldkey")
 
     async def body() -> None:
         async with Validator(cluster.config()) as v:
@@ -236,7 +242,7 @@ def test_a_dead_or_hung_miner_fails_alone_within_one_deadline(cluster: Cluster) 
             await v.challenge_round()
             dead = cluster.miners[0]
             dead.stop()  # still announced: routing keeps sending to it
-            cluster.chain.serve_axon(NETUID, hung_hotkey, "127.0.0.1", black_hole.getsockname()[1])
+            cluster.chain.serve_axon(NETUID, hung, "127.0.0.1", black_hole.getsockname()[1])
             graph = cluster.chain.metagraph(NETUID)
             hung_uid = graph.by_hotkey(hung_hotkey).uid  # type: ignore[union-attr]
             dead_uid = cluster.uid(dead)
@@ -397,7 +403,7 @@ def test_an_unregistered_or_unstaked_validator_is_refused_clearly(cluster: Clust
     with pytest.raises(ChainError, match="not registered"):
         Validator(cluster.config(wallet="stranger/default"))
     poor, _ = new_wallet("poor/default", wallets)
-    cluster.chain.register(NETUID, identity(poor).hotkey, identity(poor).coldkey, stake=1.0)
+    cluster.chain.register(NETUID, poor, stake=1.0)
     with pytest.raises(ChainError, match="no validator permit"):
         Validator(cluster.config(wallet="poor/default", home=cluster.root / "poor"))
 

@@ -1,7 +1,9 @@
-"""LocalChain and Yuma consensus, on real SQLite files."""
+"""LocalChain, the chain registry and Yuma consensus, on real SQLite files and real keys."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sqlite3
 import threading
 import time
@@ -10,15 +12,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bittensor import Wallet
+from bittensor.sp_core import Keypair
 
-from engram.chain import LocalChain, open_chain
+import engram.chain
+from engram._version import __version__
+from engram.chain import Chain, LocalChain, open_chain, register_chain_scheme
 from engram.chain.consensus import yuma
-from engram.config import ChainParams
+from engram.chain.keys import new_wallet
+from engram.config import SPEC_VERSION, ChainParams, spec_version
 from engram.errors import ChainError, ChainUnavailableError
 
 FAST = ChainParams(
     block_time_s=0.05, tempo=4, axon_ttl_blocks=6, max_uids=8, min_validator_stake=100.0
 )
+
+
+@functools.cache
+def key(name: str) -> Keypair:
+    """A real sr25519 hotkey, the same for the same name."""
+    return Keypair.create_from_uri(f"//{name}")
+
+
+def hotkey(name: str) -> str:
+    return key(name).ss58_address
 
 
 def wait_blocks(chain: LocalChain, n: int) -> None:
@@ -92,81 +109,121 @@ def test_yuma_rejects_bad_input() -> None:
 
 
 def test_register_is_idempotent_and_hands_out_uids(chain: LocalChain) -> None:
-    assert chain.register(1, "5Fhot-a", "5Cold-a") == 0
-    assert chain.register(1, "5Fhot-b", "5Cold-a", stake=50.0) == 1
-    assert chain.register(1, "5Fhot-a", "5Cold-a", stake=999.0) == 0  # stake not reset
+    assert chain.register(1, key("hot-a"), coldkey="5Cold-a") == 0
+    assert chain.register(1, key("hot-b"), stake=50.0, coldkey="5Cold-a") == 1
+    assert chain.register(1, key("hot-a"), stake=999.0, coldkey="5Cold-a") == 0  # stake not reset
     mg = chain.metagraph(1)
     assert [(n.uid, n.hotkey, n.stake) for n in mg.neurons] == [
-        (0, "5Fhot-a", 0.0),
-        (1, "5Fhot-b", 50.0),
+        (0, hotkey("hot-a"), 0.0),
+        (1, hotkey("hot-b"), 50.0),
     ]
     with pytest.raises(ChainError, match="another coldkey"):
-        chain.register(1, "5Fhot-a", "5Cold-other")
+        chain.register(1, key("hot-a"), coldkey="5Cold-other")
+
+
+def test_register_takes_the_coldkey_from_a_wallet(chain: LocalChain, tmp_path: Path) -> None:
+    wallet, _ = new_wallet("owner/miner", tmp_path / "wallets")
+    owner = wallet.coldkeypub.ss58_address
+    uid = chain.register(1, wallet)
+    neuron = chain.metagraph(1).by_uid(uid)
+    assert neuron is not None
+    assert (neuron.hotkey, neuron.coldkey) == (wallet.hotkey.ss58_address, owner)
+    assert chain.register(1, wallet, coldkey=owner) == uid
+    with pytest.raises(ChainError, match="not the wallet's coldkey"):
+        chain.register(1, wallet, coldkey="5Cold-other")
+    with pytest.raises(ChainError, match="cannot read the signer's hotkey"):
+        chain.register(1, Wallet("owner", "missing", path=str(tmp_path / "wallets")))
+
+
+def test_register_needs_a_coldkey_for_a_bare_keypair(chain: LocalChain) -> None:
+    with pytest.raises(ChainError, match="coldkey is required"):
+        chain.register(1, key("hot"))
+    assert chain.metagraph(1).neurons == ()
+
+
+@pytest.mark.parametrize("signer", ["5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY", None, 42])
+def test_chain_writes_refuse_what_cannot_sign(chain: LocalChain, signer: object) -> None:
+    cannot = "address string|cannot sign"
+    with pytest.raises(ChainError, match=cannot):
+        chain.register(1, signer, coldkey="5Cold")
+    chain.register(1, key("miner"), coldkey="5Cold")
+    with pytest.raises(ChainError, match=cannot):
+        chain.serve_axon(1, signer, "127.0.0.1", 8091)
+    with pytest.raises(ChainError, match=cannot):
+        chain.set_weights(1, signer, [0], [1.0], version_key=SPEC_VERSION)
+    assert [n.hotkey for n in chain.metagraph(1).neurons] == [hotkey("miner")]
+
+
+def test_local_chain_writes_match_the_chain_protocol() -> None:
+    for name in ("register", "serve_axon", "set_weights"):
+        assert inspect.signature(getattr(LocalChain, name)) == inspect.signature(
+            getattr(Chain, name)
+        )
 
 
 def test_add_stake_grants_a_validator_permit(chain: LocalChain) -> None:
-    chain.register(1, "5Fval", "5Cold", stake=60.0)
-    assert not chain.metagraph(1).by_hotkey("5Fval").validator_permit  # type: ignore[union-attr]
-    assert chain.add_stake(1, "5Fval", 40.0) == 100.0
-    assert chain.metagraph(1).by_hotkey("5Fval").validator_permit  # type: ignore[union-attr]
+    chain.register(1, key("val"), stake=60.0, coldkey="5Cold")
+    assert not chain.metagraph(1).by_hotkey(hotkey("val")).validator_permit  # type: ignore[union-attr]
+    assert chain.add_stake(1, hotkey("val"), 40.0) == 100.0
+    assert chain.metagraph(1).by_hotkey(hotkey("val")).validator_permit  # type: ignore[union-attr]
     with pytest.raises(ChainError):
-        chain.add_stake(1, "5Fval", -1000.0)
+        chain.add_stake(1, hotkey("val"), -1000.0)
     with pytest.raises(ChainError, match="not registered"):
-        chain.add_stake(1, "5Fnobody", 1.0)
+        chain.add_stake(1, hotkey("nobody"), 1.0)
 
 
 def test_full_subnet(chain: LocalChain) -> None:
     for i in range(FAST.max_uids):
-        assert chain.register(1, f"5Fhot-{i}", "5Cold") == i
+        assert chain.register(1, key(f"hot-{i}"), coldkey="5Cold") == i
     with pytest.raises(ChainError, match="full"):
-        chain.register(1, "5Fhot-late", "5Cold")
-    assert chain.register(1, "5Fhot-3", "5Cold") == 3  # still idempotent when full
+        chain.register(1, key("hot-late"), coldkey="5Cold")
+    assert chain.register(1, key("hot-3"), coldkey="5Cold") == 3  # still idempotent when full
 
 
 def test_unknown_netuid(chain: LocalChain) -> None:
     with pytest.raises(ChainError, match="subnet 7 does not exist"):
         chain.metagraph(7)
     with pytest.raises(ChainError):
-        chain.register(7, "5Fhot", "5Cold")
+        chain.register(7, key("hot"), coldkey="5Cold")
 
 
 def test_serve_axon_requires_registration_and_a_valid_port(chain: LocalChain) -> None:
     with pytest.raises(ChainError, match="not registered"):
-        chain.serve_axon(1, "5Fhot", "127.0.0.1", 8091)
-    chain.register(1, "5Fhot", "5Cold")
+        chain.serve_axon(1, key("hot"), "127.0.0.1", 8091)
+    chain.register(1, key("hot"), coldkey="5Cold")
     for port in (0, 65536, -1):
         with pytest.raises(ChainError, match="port"):
-            chain.serve_axon(1, "5Fhot", "127.0.0.1", port)
+            chain.serve_axon(1, key("hot"), "127.0.0.1", port)
     with pytest.raises(ChainError, match="ip"):
-        chain.serve_axon(1, "5Fhot", "http://x/", 8091)
-    chain.serve_axon(1, "5Fhot", "::1", 8091)
-    neuron = chain.metagraph(1).by_hotkey("5Fhot")
+        chain.serve_axon(1, key("hot"), "http://x/", 8091)
+    chain.serve_axon(1, key("hot"), "::1", 8091)
+    neuron = chain.metagraph(1).by_hotkey(hotkey("hot"))
     assert neuron is not None
     assert neuron.axon_url == "http://[::1]:8091"
     assert neuron.axon_block is not None
 
 
 def test_serving_drops_a_stale_axon(chain: LocalChain) -> None:
-    chain.register(1, "5Fstale", "5Cold")
-    chain.register(1, "5Ffresh", "5Cold")
-    chain.serve_axon(1, "5Fstale", "127.0.0.1", 8091)
-    chain.serve_axon(1, "5Ffresh", "127.0.0.1", 8092)
-    assert {n.hotkey for n in chain.metagraph(1).serving()} == {"5Fstale", "5Ffresh"}
+    chain.register(1, key("stale"), coldkey="5Cold")
+    chain.register(1, key("fresh"), coldkey="5Cold")
+    chain.serve_axon(1, key("stale"), "127.0.0.1", 8091)
+    chain.serve_axon(1, key("fresh"), "127.0.0.1", 8092)
+    assert {n.hotkey for n in chain.metagraph(1).serving()} == {hotkey("stale"), hotkey("fresh")}
     wait_blocks(chain, FAST.axon_ttl_blocks + 1)
-    chain.serve_axon(1, "5Ffresh", "127.0.0.1", 8092)  # the heartbeat
-    assert [n.hotkey for n in chain.metagraph(1).serving()] == ["5Ffresh"]
+    chain.serve_axon(1, key("fresh"), "127.0.0.1", 8092)  # the heartbeat
+    assert [n.hotkey for n in chain.metagraph(1).serving()] == [hotkey("fresh")]
 
 
 # --- weights and epochs ------------------------------------------------------------------
 
 
 def test_set_weights_requires_a_permit(chain: LocalChain) -> None:
-    chain.register(1, "5Fminer", "5Cold")
+    chain.register(1, key("miner"), coldkey="5Cold")
     with pytest.raises(ChainError, match="not registered"):
-        chain.set_weights(1, "5Fval", [0], [1.0])
-    chain.register(1, "5Fval", "5Cold", stake=10.0)
+        chain.set_weights(1, key("val"), [0], [1.0], version_key=SPEC_VERSION)
+    chain.register(1, key("val"), stake=10.0, coldkey="5Cold")
     with pytest.raises(ChainError, match="permit"):
-        chain.set_weights(1, "5Fval", [0], [1.0])
+        chain.set_weights(1, key("val"), [0], [1.0], version_key=SPEC_VERSION)
 
 
 @pytest.mark.parametrize(
@@ -184,21 +241,41 @@ def test_set_weights_requires_a_permit(chain: LocalChain) -> None:
 def test_set_weights_rejects_bad_input(
     chain: LocalChain, uids: list[int], weights: list[float], match: str
 ) -> None:
-    chain.register(1, "5Fminer", "5Cold")
-    chain.register(1, "5Fval", "5Cold", stake=100.0)
+    chain.register(1, key("miner"), coldkey="5Cold")
+    chain.register(1, key("val"), stake=100.0, coldkey="5Cold")
     with pytest.raises(ChainError, match=match):
-        chain.set_weights(1, "5Fval", uids, weights)
+        chain.set_weights(1, key("val"), uids, weights, version_key=SPEC_VERSION)
+
+
+@pytest.mark.parametrize("version_key", [-1, True, 1.5, "100"])
+def test_set_weights_needs_a_version_key(chain: LocalChain, version_key: object) -> None:
+    chain.register(1, key("miner"), coldkey="5Cold")
+    chain.register(1, key("val"), stake=100.0, coldkey="5Cold")
+    with pytest.raises(ChainError, match="version_key"):
+        chain.set_weights(1, key("val"), [0], [1.0], version_key=version_key)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        chain.set_weights(1, key("val"), [0], [1.0])  # type: ignore[call-arg]
+    assert chain.metagraph(1).weights == {}
+
+
+def test_spec_version_is_computed_as_subnets_do() -> None:
+    assert spec_version("0.1.0") == 100
+    assert spec_version("1.2.3") == 10203
+    assert spec_version("2.10.0rc1") == 21000
+    assert spec_version(__version__) == SPEC_VERSION
+    with pytest.raises(ValueError):
+        spec_version("1.2")
 
 
 def test_set_weights_normalises_and_replaces(chain: LocalChain) -> None:
     for i in range(3):
-        chain.register(1, f"5Fminer-{i}", "5Cold")
-    val = chain.register(1, "5Fval", "5Cold", stake=100.0)
-    chain.set_weights(1, "5Fval", [0, 1], [1.0, 3.0])
+        chain.register(1, key(f"miner-{i}"), coldkey="5Cold")
+    val = chain.register(1, key("val"), stake=100.0, coldkey="5Cold")
+    chain.set_weights(1, key("val"), [0, 1], [1.0, 3.0], version_key=SPEC_VERSION)
     assert chain.metagraph(1).weights == {val: {0: 0.25, 1: 0.75}}
-    chain.set_weights(1, "5Fval", np.array([2]), [7.0])
+    chain.set_weights(1, key("val"), np.array([2]), [7.0], version_key=SPEC_VERSION)
     assert chain.metagraph(1).weights == {val: {2: 1.0}}
-    chain.set_weights(1, "5Fval", [0, 1], [0.0, 0.0])
+    chain.set_weights(1, key("val"), [0, 1], [0.0, 0.0], version_key=SPEC_VERSION)
     assert chain.metagraph(1).weights == {val: {0: 0.0, 1: 0.0}}
 
 
@@ -209,10 +286,10 @@ def test_blocks_follow_the_wall_clock(chain: LocalChain) -> None:
 
 
 def test_an_epoch_turns_weights_into_incentive_and_emission(chain: LocalChain) -> None:
-    chain.register(1, "5Fminer-0", "5Cold")
-    chain.register(1, "5Fminer-1", "5Cold")
-    chain.register(1, "5Fval", "5Cold", stake=100.0)
-    chain.set_weights(1, "5Fval", [0, 1], [1.0, 3.0])
+    chain.register(1, key("miner-0"), coldkey="5Cold")
+    chain.register(1, key("miner-1"), coldkey="5Cold")
+    chain.register(1, key("val"), stake=100.0, coldkey="5Cold")
+    chain.set_weights(1, key("val"), [0, 1], [1.0, 3.0], version_key=SPEC_VERSION)
     wait_blocks(chain, FAST.tempo + 1)
     by_uid = {n.uid: n for n in chain.metagraph(1).neurons}
     assert by_uid[0].incentive == pytest.approx(0.25)
@@ -229,9 +306,9 @@ def test_an_epoch_turns_weights_into_incentive_and_emission(chain: LocalChain) -
 
 
 def test_epochs_without_voters_give_no_incentive(chain: LocalChain) -> None:
-    chain.register(1, "5Fminer", "5Cold")
-    chain.register(1, "5Fval", "5Cold", stake=100.0)
-    chain.set_weights(1, "5Fval", [0], [0.0])  # no opinion
+    chain.register(1, key("miner"), coldkey="5Cold")
+    chain.register(1, key("val"), stake=100.0, coldkey="5Cold")
+    chain.set_weights(1, key("val"), [0], [0.0], version_key=SPEC_VERSION)  # no opinion
     wait_blocks(chain, FAST.tempo + 1)
     assert all(n.incentive == 0.0 for n in chain.metagraph(1).neurons)
     assert chain.epochs(1)
@@ -241,15 +318,15 @@ def test_epochs_without_voters_give_no_incentive(chain: LocalChain) -> None:
 
 
 def test_a_second_instance_sees_the_same_state(chain: LocalChain) -> None:
-    chain.register(1, "5Fhot", "5Cold", stake=3.0)
-    chain.serve_axon(1, "5Fhot", "10.0.0.1", 9000)
+    chain.register(1, key("hot"), stake=3.0, coldkey="5Cold")
+    chain.serve_axon(1, key("hot"), "10.0.0.1", 9000)
     with LocalChain(chain.path) as other:
         assert other.genesis_time == chain.genesis_time
         assert abs(other.block() - chain.block()) <= 1
-        neuron = other.metagraph(1).by_hotkey("5Fhot")
+        neuron = other.metagraph(1).by_hotkey(hotkey("hot"))
         assert neuron is not None
         assert (neuron.uid, neuron.stake, neuron.axon_url) == (0, 3.0, "http://10.0.0.1:9000")
-        assert other.register(1, "5Fhot2", "5Cold") == 1
+        assert other.register(1, key("hot2"), coldkey="5Cold") == 1
     assert chain.metagraph(1).by_uid(1) is not None
 
 
@@ -267,7 +344,7 @@ def test_create_and_a_second_subnet(tmp_path: Path) -> None:
         assert chain.params(2).tempo == 10
         assert chain.params(1) == FAST
         assert chain.metagraph(2).tempo == 10
-        assert chain.register(2, "5Fhot", "5Cold") == 0
+        assert chain.register(2, key("hot"), coldkey="5Cold") == 0
 
 
 def test_create_rejects_bad_params(tmp_path: Path) -> None:
@@ -298,9 +375,9 @@ def test_threads_share_one_instance(chain: LocalChain) -> None:
 
     def work(i: int) -> None:
         try:
-            uid = chain.register(1, f"5Fthread-{i}", "5Cold")
+            uid = chain.register(1, key(f"thread-{i}"), coldkey="5Cold")
             for _ in range(50):
-                chain.serve_axon(1, f"5Fthread-{i}", "127.0.0.1", 9000 + uid)
+                chain.serve_axon(1, key(f"thread-{i}"), "127.0.0.1", 9000 + uid)
                 assert chain.metagraph(1).by_uid(uid) is not None
         except BaseException as exc:  # surfaced below, in the test's thread
             errors.append(exc)
@@ -340,3 +417,48 @@ def test_open_chain_urls(
             open_chain(url)
     with pytest.raises(ChainUnavailableError):
         open_chain(f"local:{tmp_path / 'nope.sqlite'}")
+
+
+# --- the scheme registry -----------------------------------------------------------------
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries a test registers are gone after it."""
+    monkeypatch.setattr(engram.chain, "_FACTORIES", dict(engram.chain._FACTORIES))
+
+
+@pytest.mark.usefixtures("registry")
+def test_a_registered_scheme_opens_its_chain(chain: LocalChain) -> None:
+    opened: list[str] = []
+
+    def factory(url: str) -> Chain:
+        opened.append(url)
+        return chain
+
+    register_chain_scheme("mem:", factory)
+    assert open_chain("  mem:anything ") is chain
+    assert opened == ["mem:anything"]
+    with pytest.raises(ChainError, match=r"known schemes: .*mem:"):
+        open_chain("memory")
+
+
+@pytest.mark.usefixtures("registry")
+def test_an_adapter_replaces_a_placeholder_and_the_longest_scheme_wins(chain: LocalChain) -> None:
+    with pytest.raises(ChainError, match="subtensor adapter is not available"):
+        open_chain("finney")
+    register_chain_scheme("finney", lambda url: chain)
+    assert open_chain("finney") is chain
+    with pytest.raises(ChainError, match="unknown chain"):
+        open_chain("finney2")  # a name matches exactly, not as a prefix
+    register_chain_scheme("local:special/", lambda url: chain)
+    assert open_chain("local:special/x") is chain
+    with pytest.raises(ChainUnavailableError, match="no chain at"):
+        open_chain("local:elsewhere/x")
+
+
+@pytest.mark.usefixtures("registry")
+def test_register_chain_scheme_refuses_a_blank_scheme() -> None:
+    for bad in ("", " ws://"):
+        with pytest.raises(ValueError, match="invalid chain scheme"):
+            register_chain_scheme(bad, open_chain)

@@ -169,7 +169,9 @@ def test_store_namespaces_are_separate(store: Store) -> None:
             lambda m: m["bucket"] == 9 or m["i"] in (0, 1),
         ),
         ({"missing": {"$ne": 1}}, lambda m: False),
-        ({"bucket": "3"}, lambda m: False),
+        ({"bucket": "3"}, lambda m: m["bucket"] == 3),  # a string matches the number it spells
+        ({"bucket": "03"}, lambda m: False),  # ... only as JSON spells it
+        ({"bucket": {"$in": ["3", "4"]}}, lambda m: m["bucket"] in (3, 4)),
     ],
 )
 def test_store_filter_operators(tmp_path: Path, flt: dict, predicate) -> None:
@@ -314,9 +316,11 @@ def test_store_migrates_a_schema_1_file_by_indexing_its_fields(tmp_path: Path) -
     with Store(tmp_path) as store:
         _fill(store, vecs)
     conn = sqlite3.connect(tmp_path / "engram.db")
-    with conn:
+    with conn:  # as that code left it: a version in settings, no migrations recorded
         conn.execute("DELETE FROM record_fields")
-        conn.execute("UPDATE settings SET value='1' WHERE key='schema_version'")
+        conn.execute("DROP TABLE _engram_migrations")
+        conn.execute("DROP TABLE namespace_keys")
+        conn.execute("INSERT INTO settings(key, value) VALUES ('schema_version', '1')")
     conn.close()
     with Store(tmp_path) as store:
         hits = store.search(vecs[3], top_k=10, filter={"bucket": 3})

@@ -1,10 +1,11 @@
-"""Wire models of the miner protocol, shared by the miner, gateway and SDK.
+"""The wire messages of the node API, shared by every server and client.
 
 Field names follow the original Engram synapses (``IngestSynapse``,
-``QuerySynapse``, ...) so existing clients keep working. Limits come from
-:class:`engram.config.Limits`; values the models cannot check alone (text
-length, metadata size and depth, dimensions) are checked when the record is
-built, with the same messages in every mode.
+``QuerySynapse``, ...) so existing clients keep working, and requests accept
+the original clients' namespace and signing fields (:class:`LegacyFields`).
+Limits come from :class:`engram.config.Limits`; values the models cannot check
+alone (text length, metadata size and depth, dimensions) are checked when the
+record is built, with the same messages in every mode.
 """
 
 from __future__ import annotations
@@ -23,7 +24,22 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class IngestRequest(_Wire):
+class LegacyFields(_Wire):
+    """Fields the original network's clients send; accepted everywhere, used where they mean
+    something. ``namespace_key`` guards a namespace with a shared secret (the weaker legacy
+    scheme, see ``engram.security.access``); the signature fields are superseded by signed
+    HTTP requests (bittensor ``http_auth``) and are ignored."""
+
+    namespace_key: str | None = Field(default=None, max_length=1024)
+    namespace_hotkey: str | None = None
+    namespace_sig: str | None = None
+    namespace_timestamp_ms: int | str | None = None
+    hotkey: str | None = None
+    nonce: int | str | None = None
+    signature: str | None = None
+
+
+class IngestRequest(LegacyFields):
     text: str | None = None
     raw_embedding: list[float] | None = None
     metadata: dict[str, Any] | None = None
@@ -53,7 +69,7 @@ class GatewayBatchIngestResponse(BatchIngestResponse):
     replicas: list[list[str]]  # per item, the miners that acknowledged
 
 
-class QueryRequest(_Wire):
+class QueryRequest(LegacyFields):
     query_text: str | None = None
     query_vector: list[float] | None = None
     top_k: int = Field(default=10, ge=1, le=_LIMITS.max_top_k)
@@ -76,8 +92,9 @@ class QueryResponse(_Wire):
     error: str | None = None
 
 
-class ChallengeRequest(_Wire):
+class ChallengeRequest(LegacyFields):
     cid: str
+    validator_hotkey_hex: str | None = None  # sent by the original validators; unused
     nonce_hex: str = Field(min_length=32, max_length=256)
     expires_at: float = Field(allow_inf_nan=False)
 
@@ -94,6 +111,21 @@ class RecordOut(_Wire):
     metadata: dict[str, Any]
     text: str | None = None
     model_version: str = MODEL_VERSION
+
+
+class ListRequest(LegacyFields):
+    """``POST /list``: the original clients' listing, with a metadata filter."""
+
+    limit: int = Field(default=100, ge=1, le=_LIMITS.max_list_limit)
+    offset: int = Field(default=0, ge=0)
+    filter: dict[str, Any] | None = None
+    namespace: str | None = None
+
+
+class DeleteRequest(LegacyFields):
+    """The optional JSON body of ``DELETE /retrieve/{cid}`` (the original clients' delete)."""
+
+    namespace: str | None = None
 
 
 class ListResponse(_Wire):
@@ -126,6 +158,8 @@ class InclusionProofOut(_Wire):
 
 
 class HealthResponse(_Wire):
+    model_config = ConfigDict(extra="allow")  # each kind of node adds what it knows
+
     status: str
     ready: bool
     store: bool

@@ -1,0 +1,56 @@
+"""The ``engram`` command: the only place that prints or exits.
+
+A thin layer over :class:`engram.EngramClient`. Every data command runs against
+the embedded store (``--home`` or ``ENGRAM_HOME``) unless a node is named with
+``--url`` or ``ENGRAM_URL``; ``--json`` prints machine-readable JSON on stdout
+and nothing else there.
+
+Exit codes: 0 success, 1 an Engram error (not found, invalid input rejected by
+the store or node, unreachable node) or a partly failed file ingest, 2 a usage
+error (bad option values, conflicting options), 130 interrupted.
+
+One module per command group (``records``, ``access``, ``serve``, ``localnet``,
+``wallet``, ``chain``); ``options`` declares the options they share. The top-level
+commands are registered here, in the order ``engram --help`` lists them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from engram.cli import access, chain, localnet, records, serve, wallet
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Engram: decentralized semantic memory for AI.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """Engram: decentralized semantic memory for AI.
+
+    Data commands use the embedded store under ENGRAM_HOME (default ~/.engram)
+    unless a node is given with --url or ENGRAM_URL.
+    """
+
+
+for _command in (
+    records.ingest,
+    records.query,
+    records.get,
+    records.delete,
+    records.status,
+    access.grant,
+    access.revoke,
+    serve.miner,
+    serve.validator,
+    serve.gateway,
+    localnet.localnet,
+):
+    app.command()(_command)
+app.add_typer(wallet.app, name="wallet")
+app.add_typer(chain.app, name="chain")

@@ -1,0 +1,323 @@
+"""The local node: one store, the canonical embedder and the namespace rules, in this process.
+
+The embedded SDK runs it directly and the miner serves it over HTTP, so a
+text is embedded, validated, stored, searched and guarded the same way
+wherever it arrives. Every operation acts for a :class:`Caller`: the one
+given (a server's verified client), or the node's own (the operator of an
+embedded store, or the hotkey its SDK signs with).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engram._version import __version__
+from engram.api.node import IngestOutcome, Stored
+from engram.config import Limits, StoreConfig, engram_home
+from engram.embed import Embedder, get_embedder
+from engram.errors import EngramError, InvalidRequestError, NotAReplicaError, NotFoundError
+from engram.network.routing import RouteCheck
+from engram.proofs import Challenge, ChallengeResponse, InclusionProof, MerkleTree, respond
+from engram.records import (
+    IngestItem,
+    QueryResult,
+    Record,
+    check_namespace,
+    check_text,
+    prepare_records,
+)
+from engram.security.access import OPERATOR, Caller, NamespaceAccess, Permission
+from engram.store import Store
+
+_LATENCY_WINDOW = 10_000
+
+
+class LocalNode:
+    """A :class:`~engram.api.node.Node` over one :class:`Store`.
+
+    ``served`` marks a node behind a server (the miner): it is ready only once
+    the model is loaded (:meth:`warm_up`) and never names its files. ``route``,
+    on a subnet, refuses records that routing sends to other miners.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder | None = None,
+        *,
+        caller: Caller = OPERATOR,
+        route: RouteCheck | None = None,
+        served: bool = False,
+        unsigned_public_deletes: bool = False,
+    ) -> None:
+        self.store = store
+        self.access = NamespaceAccess(store.db, unsigned_public_deletes)
+        self.caller = caller
+        self.route = route
+        self.served = served
+        self.started = time.monotonic()
+        self._embedder = embedder
+        self._model_ready = threading.Event()
+        self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        self._queries = 0
+        self._stats_lock = threading.Lock()
+        self._tree: MerkleTree | None = None
+        self._tree_lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path | None = None,
+        embedder: Embedder | None = None,
+        *,
+        caller: Caller = OPERATOR,
+        config: StoreConfig | None = None,
+        limits: Limits | None = None,
+    ) -> LocalNode:
+        """The store under ``path`` (default ``ENGRAM_HOME``), opened for this process."""
+        return cls(
+            Store(path or engram_home(), config=config, limits=limits), embedder, caller=caller
+        )
+
+    # --- the model -----------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        """Loaded on first use, so vector-only work never pays for the model."""
+        if self._embedder is None:
+            self._embedder = get_embedder()
+        return self._embedder
+
+    def warm_up(self) -> None:
+        """Load the model off the request path; a served node is ready once it answers."""
+        self.embedder.encode(["warm up"])
+        self._model_ready.set()
+
+    def embed_query(self, text: str) -> np.ndarray:
+        check_text(text, self.store.limits, required=True)
+        return self.embedder.encode([text])[0]
+
+    # --- writes --------------------------------------------------------------------------
+
+    def prepare(self, items: Sequence[IngestItem]) -> list[Record | EngramError]:
+        """Embed texts (one batch) and build each record; a bad item yields its error."""
+        prepared = prepare_records(
+            items, lambda: self.embedder, self.store.record, self.store.limits
+        )
+        if self.route is None:
+            return prepared
+        return [
+            p if not isinstance(p, Record) or self.route.accepts(p.cid) else self._misrouted(p)
+            for p in prepared
+        ]
+
+    def _misrouted(self, record: Record) -> NotAReplicaError:
+        holders = ", ".join(n.hotkey for n in self.route.replicas(record.cid)) if self.route else ""
+        return NotAReplicaError(
+            f"{record.cid} is routed to the miners {holders}, not to this one; "
+            "write through the network client or a gateway"
+        )
+
+    def commit(
+        self, prepared: Sequence[Record | EngramError], caller: Caller | None = None
+    ) -> list[IngestOutcome]:
+        """Store the prepared records in one transaction; errors pass through in place.
+
+        A record in a namespace the caller may not write fails alone.
+        """
+        who = caller or self.caller
+        refused: dict[str, EngramError | None] = {}
+        for ns in {p.namespace for p in prepared if isinstance(p, Record)}:
+            try:
+                self.access.admit_write(who, ns)
+                refused[ns] = None
+            except EngramError as exc:
+                refused[ns] = exc
+        outcome = [(refused[p.namespace] or p) if isinstance(p, Record) else p for p in prepared]
+        records = [p for p in outcome if isinstance(p, Record)]
+        cids = iter(self.store.put(records, writer=who.hotkey))
+        if records:
+            self._tree = None
+        return [Stored(next(cids)) if isinstance(p, Record) else p for p in outcome]
+
+    def ingest(
+        self, items: Sequence[IngestItem], caller: Caller | None = None
+    ) -> list[IngestOutcome]:
+        return self.commit(self.prepare(items), caller)
+
+    def delete(self, cid: str, namespace: str | None, caller: Caller | None = None) -> None:
+        """Delete a record, or raise :class:`NotFoundError` naming where it was looked for."""
+        ns = check_namespace(namespace, self.store.limits)
+        self.access.admit_delete(caller or self.caller, ns, cid)
+        if not self.store.delete(cid, ns):
+            raise NotFoundError(f"no record {cid} in namespace {ns}")
+        self._tree = None
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def _readable(self, caller: Caller | None, namespace: str | None) -> str:
+        """The checked namespace name, once the caller may read it."""
+        ns = check_namespace(namespace, self.store.limits)
+        self.access.require(caller or self.caller, ns, Permission.READ)
+        return ns
+
+    def query(
+        self,
+        text: str | None,
+        vector: Sequence[float] | np.ndarray | None,
+        top_k: int,
+        filter: Mapping[str, Any] | None,
+        namespace: str | None,
+        include_embedding: bool,
+        caller: Caller | None = None,
+    ) -> list[QueryResult]:
+        """Search by ``vector``, or by ``text`` embedded with the canonical model."""
+        started = time.perf_counter()
+        if (text is None) == (vector is None):
+            raise InvalidRequestError("give exactly one of query text or query vector")
+        self._readable(caller, namespace)
+        if vector is None:
+            vector = self.embed_query(text or "")
+        results = self.store.search(vector, top_k, filter, namespace, include_embedding)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        with self._stats_lock:
+            self._queries += 1
+            self._latencies.append(elapsed_ms)
+        return results
+
+    def get(self, cid: str, namespace: str | None, caller: Caller | None = None) -> Record | None:
+        if namespace is not None:
+            return self.store.get(cid, self._readable(caller, namespace))
+        who = caller or self.caller
+        for record in self.store.find_all(cid):  # copies the caller may not read are never named
+            if self.access.can(who, record.namespace, Permission.READ):
+                return record
+        return None
+
+    def list(
+        self,
+        limit: int,
+        offset: int,
+        namespace: str | None,
+        filter: Mapping[str, Any] | None = None,
+        caller: Caller | None = None,
+    ) -> list[Record]:
+        return self.store.list(self._readable(caller, namespace), limit, offset, filter)
+
+    def count(self, namespace: str | None, caller: Caller | None = None) -> int:
+        """Records in a namespace the caller may read, or in the whole store (a number only)."""
+        if namespace is None:
+            return self.store.count()
+        return self.store.count(self._readable(caller, namespace))
+
+    def namespaces(self, caller: Caller | None = None) -> dict[str, int]:
+        """Record counts of the namespaces the caller may read (private names stay hidden)."""
+        who = caller or self.caller
+        return {
+            ns: n
+            for ns, n in self.store.namespaces().items()
+            if self.access.can(who, ns, Permission.READ)
+        }
+
+    def stats(self, caller: Caller | None = None) -> dict[str, Any]:
+        """Numbers; private namespaces count in ``records`` but are named only to their readers."""
+        who = caller or self.caller
+        readable = self.namespaces(who)
+        hidden = self.access.private() - set(readable)
+        with self._stats_lock:
+            latencies = np.array(self._latencies) if self._latencies else None
+            queries = self._queries
+        where = {} if self.served else {"mode": "embedded", "path": str(self.store.path)}
+        return {
+            **where,
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "records": self.store.count(),
+            "namespaces": readable,
+            "queries_served": queries,
+            "query_latency_p50_ms": None
+            if latencies is None
+            else float(np.percentile(latencies, 50)),
+            "query_latency_p99_ms": None
+            if latencies is None
+            else float(np.percentile(latencies, 99)),
+            "index": {ns: v for ns, v in self.store.stats().items() if ns not in hidden},
+        }
+
+    def health(self) -> dict[str, Any]:
+        """A served node is ready once its model answers; an embedded one loads it on use."""
+        if self.served:
+            model = ready = self._model_ready.is_set()
+            where: dict[str, Any] = {}
+        else:
+            model, ready, where = self._embedder is not None, True, {"mode": "embedded"}
+        return {
+            **where,
+            "status": "ok" if ready else "starting",
+            "ready": ready,
+            "store": True,
+            "model": model,
+            "version": __version__,
+        }
+
+    # --- namespaces ----------------------------------------------------------------------
+
+    def set_grant(
+        self,
+        namespace: str,
+        hotkey: str,
+        permission: Permission,
+        granted: bool,
+        caller: Caller | None = None,
+    ) -> dict[str, Any]:
+        """Grant or revoke, as the namespace's owner; returns the namespace as it now is."""
+        who = caller or self.caller
+        ns = check_namespace(namespace, self.store.limits)
+        self.access.set_grant(who, ns, hotkey, permission, granted)
+        return self.access.describe(who, ns)
+
+    def describe_namespace(self, namespace: str, caller: Caller | None = None) -> dict[str, Any]:
+        return self.access.describe(
+            caller or self.caller, check_namespace(namespace, self.store.limits)
+        )
+
+    # --- storage proofs (a miner's extras) -----------------------------------------------
+
+    def challenge(self, challenge: Challenge, caller: Caller) -> ChallengeResponse:
+        """A proof over the record's bytes. It reveals nothing of them, so a validator may
+        challenge any record; anyone else, a record they may read."""
+        prover = Caller(
+            hotkey=caller.hotkey,
+            operator=caller.validator,
+            namespace_key=caller.namespace_key,
+        )
+        record = self.get(challenge.cid, None, prover)
+        if record is None:
+            raise NotFoundError(f"no record {challenge.cid} on this node")
+        return respond(challenge, record)
+
+    def inventory(self) -> MerkleTree:
+        """The Merkle tree over held CIDs, rebuilt only after the inventory changed."""
+        with self._tree_lock:
+            tree = self._tree
+            if tree is None:
+                tree = self._tree = MerkleTree(self.store.cids())
+            return tree
+
+    def prove(self, cid: str) -> tuple[str, InclusionProof]:
+        tree = self.inventory()
+        return tree.root, tree.prove(cid)
+
+    def prove_at(self, index: int) -> tuple[str, InclusionProof]:
+        tree = self.inventory()
+        return tree.root, tree.prove_at(index)
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,135 @@
+"""One node over HTTP as a :class:`~engram.api.node.Node`, for code that wants the node API
+itself rather than the client (tools, tests, a process that relays to one miner).
+
+Each operation is its call (:mod:`engram.api.calls`) sent with the client's
+retries and error mapping; the node's caller is whoever the ``signer`` signs
+as, so ``caller`` arguments are refused rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+
+from engram._version import __version__
+from engram.api.calls import (
+    HTTP_BATCH_LIMITS,
+    Call,
+    Count,
+    Delete,
+    DescribeNamespace,
+    Get,
+    Health,
+    ListRecords,
+    Query,
+    SetGrant,
+    Stats,
+    split_batch,
+)
+from engram.api.exchange import exchange, perform_sync, run_sync
+from engram.api.node import IngestOutcome, Stored
+from engram.config import ClientConfig
+from engram.errors import EngramError, InvalidRequestError
+from engram.records import IngestItem, QueryResult, Record
+from engram.security.access import Caller, Permission
+from engram.security.signing import HotkeyAuth, Signer
+
+T = TypeVar("T")
+
+
+class RemoteNode:
+    """The node at ``url`` (a miner or a gateway), signed by ``signer`` when one is given."""
+
+    def __init__(
+        self, url: str, config: ClientConfig | None = None, signer: Signer | None = None
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.config = config or ClientConfig()
+        self._http = httpx.Client(
+            base_url=self.url,
+            timeout=self.config.timeout_s,
+            headers={"user-agent": f"engram-sdk/{__version__}"},
+            auth=HotkeyAuth(signer) if signer is not None else None,
+        )
+
+    def _send(self, call: Call[T], caller: Caller | None = None) -> T:
+        if caller is not None:
+            raise InvalidRequestError(
+                "a remote node acts for its signer: sign with signer=..., not caller=..."
+            )
+        return run_sync(
+            exchange(call, self.url, self.config), lambda step: perform_sync(self._http, step)
+        )
+
+    def ingest(
+        self, items: Sequence[IngestItem], caller: Caller | None = None
+    ) -> list[IngestOutcome]:
+        outcomes: list[IngestOutcome] = [EngramError("not sent")] * len(items)
+        chunks, rejected = split_batch(items, HTTP_BATCH_LIMITS)
+        for i, error in rejected:
+            outcomes[i] = InvalidRequestError(error)
+        for indices, call in chunks:
+            for i, (cid, error) in zip(indices, self._send(call, caller), strict=True):
+                outcomes[i] = Stored(cid) if cid is not None else EngramError(error or "")
+        return outcomes
+
+    def query(
+        self,
+        text: str | None,
+        vector: Sequence[float] | np.ndarray | None,
+        top_k: int,
+        filter: Mapping[str, Any] | None,
+        namespace: str | None,
+        include_embedding: bool,
+        caller: Caller | None = None,
+    ) -> list[QueryResult]:
+        vec = None if vector is None else [float(x) for x in vector]
+        call = Query(text, vec, top_k, filter, namespace, include_embedding)
+        return self._send(call, caller)
+
+    def get(self, cid: str, namespace: str | None, caller: Caller | None = None) -> Record | None:
+        return self._send(Get(cid, namespace), caller)
+
+    def delete(self, cid: str, namespace: str | None, caller: Caller | None = None) -> None:
+        self._send(Delete(cid, namespace), caller)
+
+    def list(
+        self,
+        limit: int,
+        offset: int,
+        namespace: str | None,
+        filter: Mapping[str, Any] | None = None,
+        caller: Caller | None = None,
+    ) -> list[Record]:
+        return self._send(ListRecords(limit, offset, namespace, filter), caller)
+
+    def count(self, namespace: str | None, caller: Caller | None = None) -> int:
+        return self._send(Count(namespace), caller)
+
+    def stats(self, caller: Caller | None = None) -> dict[str, Any]:
+        return self._send(Stats(), caller)
+
+    def health(self) -> dict[str, Any]:
+        return self._send(Health())
+
+    def set_grant(
+        self,
+        namespace: str,
+        hotkey: str,
+        permission: Permission,
+        granted: bool,
+        caller: Caller | None = None,
+    ) -> dict[str, Any]:
+        return self._send(SetGrant(namespace, hotkey, permission, granted), caller)
+
+    def describe_namespace(self, namespace: str, caller: Caller | None = None) -> dict[str, Any]:
+        return self._send(DescribeNamespace(namespace), caller)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+__all__ = ["RemoteNode"]
