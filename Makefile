@@ -33,6 +33,7 @@ test: setup $(CHROMIUM)
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python bench/store_bench.py --json bench/results/store_bench.json

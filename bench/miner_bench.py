@@ -1,4 +1,4 @@
-"""The miner over HTTP against the same work in-process: DESIGN §10's miner and text yardsticks.
+"""The miner over HTTP against the same work in-process: the "Performance yardsticks" section of docs/architecture.md's miner and text yardsticks.
 
 Run: ``python bench/miner_bench.py [--n 100000] [--requests 3000] [--concurrency 1 16 64]
 [--sentences 2000] [--profile [CLIENTS ...]] [--parts query batch text] [--json out.json]``
@@ -914,7 +914,7 @@ def render(report: dict[str, Any], console: Console) -> None:
             f"[dim]records stored {tx['records_stored']:,} of {tx['records_sent']:,} sent over "
             "HTTP (warm-up requests included; GET /count checked per run's namespace)[/dim]"
         )
-    t = Table(title="DESIGN §10 yardsticks", title_justify="left")
+    t = Table(title="performance yardsticks", title_justify="left")
     for c in ("what", "goal", "measured", "met"):
         t.add_column(c)
     for r in report["targets"]:

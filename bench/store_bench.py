@@ -676,7 +676,7 @@ def _num(x: float | None, fmt: str = ",.0f") -> str:
 
 
 def targets(engines: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The DESIGN §10 yardsticks for one data set: what was asked, what was measured."""
+    """The performance yardsticks (docs/architecture.md) for one data set: what was asked, what was measured."""
     e, c, f = (engines.get(x, {}) for x in ENGINES)
     out = []
 
@@ -801,7 +801,7 @@ def _diagnostics_table(name: str, diag: dict[str, dict[str, float]]) -> Table:
 
 
 def _targets_table(name: str, rows: list[dict[str, Any]]) -> Table:
-    t = Table(title=f"{name}: DESIGN §10 targets", title_justify="left")
+    t = Table(title=f"{name}: performance yardsticks", title_justify="left")
     for col in ("target", "goal", "measured", "met"):
         t.add_column(col)
     for x in rows:

@@ -19,6 +19,7 @@ are imported only when a model is loaded, so the SDK works without them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -216,7 +217,7 @@ def _onnx_cache_dir(model_dir: Path) -> Path:
     h = hashlib.sha256(_ONNX_RECIPE.encode())
     for name in ("config.json", "model.safetensors"):
         with open(model_dir / name, "rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+            for chunk in iter(functools.partial(fh.read, 1 << 20), b""):
                 h.update(chunk)
     return engram_home() / "models" / f"all-MiniLM-L6-v2-onnx-{h.hexdigest()[:16]}"
 

@@ -19,7 +19,6 @@ the same class (:func:`error_from_wire`)::
     ├── NotAReplicaError             421 not_a_replica      (routing sends this CID elsewhere)
     ├── PayloadTooLargeError         413 payload_too_large
     ├── CIDMismatchError             422 cid_mismatch
-    ├── ProofError                   422 proof_failed
     ├── SealError                    422 seal_failed        (wrong key, altered or moved record)
     ├── RateLimitedError             429 rate_limited
     ├── StorageError                 500 storage_error
@@ -112,11 +111,6 @@ class PayloadTooLargeError(EngramError):
 
 class CIDMismatchError(EngramError):
     code = "cid_mismatch"
-    status = 422
-
-
-class ProofError(EngramError):
-    code = "proof_failed"
     status = 422
 
 

@@ -20,10 +20,11 @@ import hashlib
 import hmac
 import math
 import secrets
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import numpy as np
 
 from engram.cid import cid_of_bytes, parse_cid, vector_bytes
 from engram.errors import ChallengeExpiredError, InvalidRequestError, NotFoundError
@@ -61,7 +62,7 @@ def make_challenge(cid: str, ttl_s: float = DEFAULT_CHALLENGE_TTL_S) -> Challeng
     return Challenge(cid, secrets.token_hex(NONCE_BYTES), time.time() + ttl_s)
 
 
-def _answer(challenge: Challenge, canonical: bytes, embedding: object) -> ChallengeResponse:
+def _answer(challenge: Challenge, canonical: bytes, embedding: np.ndarray) -> ChallengeResponse:
     proof = hmac.new(challenge.nonce(), canonical, hashlib.sha256).hexdigest()
     embedding_hash = hashlib.sha256(vector_bytes(embedding)).hexdigest()
     return ChallengeResponse(embedding_hash, proof)
@@ -103,40 +104,6 @@ def verify_response(
     proof_ok = hmac.compare_digest(expected.proof, str(response.proof))
     hash_ok = hmac.compare_digest(expected.embedding_hash, str(response.embedding_hash))
     return proof_ok and hash_ok
-
-
-class ChallengeBook:
-    """Outstanding challenges of one verifier: each answer is accepted at most once."""
-
-    def __init__(self, ttl_s: float = DEFAULT_CHALLENGE_TTL_S) -> None:
-        self.ttl_s = ttl_s
-        self._open: dict[str, Challenge] = {}
-        self._lock = threading.Lock()
-
-    def issue(self, cid: str) -> Challenge:
-        challenge = make_challenge(cid, self.ttl_s)
-        with self._lock:
-            self._expire(time.time())
-            self._open[challenge.nonce_hex] = challenge
-        return challenge
-
-    def check(
-        self,
-        challenge: Challenge,
-        response: ChallengeResponse,
-        record: Record,
-        now: float | None = None,
-    ) -> bool:
-        """Verify and close the challenge; a replayed or unknown challenge fails."""
-        with self._lock:
-            issued = self._open.pop(challenge.nonce_hex, None)
-        if issued is None or issued != challenge:
-            return False
-        return verify_response(issued, response, record, now)
-
-    def _expire(self, now: float) -> None:
-        for nonce in [n for n, c in self._open.items() if c.expires_at < now]:
-            del self._open[nonce]
 
 
 def _leaf(cid: str) -> bytes:

@@ -82,7 +82,7 @@ class Record(_ItemAccess):
 
 
 @dataclass(frozen=True)
-class QueryResult(dict):  # type: ignore[type-arg]
+class QueryResult(dict[str, Any]):
     """One hit of a query; ``score`` is cosine similarity in [-1, 1].
 
     Also a plain ``dict`` of the same fields, so ``json.dumps(results)`` and code

@@ -17,6 +17,7 @@ see it done.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import math
 import operator
@@ -377,7 +378,7 @@ class LocalChain:
         for n, tempo, last_epoch in rows:
             boundary = block // tempo * tempo
             if boundary > last_epoch:
-                self._write(lambda conn, n=n, b=boundary: self._run_epoch(conn, n, b))
+                self._write(functools.partial(self._run_epoch, netuid=n, boundary=boundary))
 
     def _unknown_netuid(self, netuid: int) -> None:
         known = self.netuids()

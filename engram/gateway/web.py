@@ -19,7 +19,7 @@ import asyncio
 import html
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -42,7 +42,7 @@ from engram.records import IngestItem, check_namespace
 
 log = logging.getLogger("engram.gateway.web")
 
-Summary = Callable[[Network, str | None], Awaitable[dict[str, Any]]]
+Summary = Callable[[Network, str | None], Coroutine[Any, Any, dict[str, Any]]]
 _STATIC = resources.files("engram.gateway") / "static"
 _NAV = (
     ("playground", "/", "Playground"),

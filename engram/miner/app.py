@@ -163,5 +163,6 @@ def serve_miner(config: MinerConfig, store_config: StoreConfig | None = None) ->
         port=config.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=config.shutdown_grace_s,
+        # uvicorn annotates int but passes it to asyncio.wait_for, which takes seconds as a float
+        timeout_graceful_shutdown=config.shutdown_grace_s,  # type: ignore[arg-type]
     )

@@ -1,4 +1,4 @@
-"""Audit one CID on its replicas: fetch the record from each and recompute its CID (DESIGN §5).
+"""Audit one CID on its replicas: fetch the record from each and recompute its CID (docs/architecture.md, "Storage proofs").
 
 Anyone can run it from the CID alone, without ever having held the record:
 a replica passes when the record it returns hashes to the CID it was asked
@@ -60,7 +60,7 @@ class CIDAudit:
 
     @property
     def health(self) -> str:
-        """HEALTHY with every replica verified, LOST with none, DEGRADED between (DESIGN §6)."""
+        """HEALTHY with every replica verified, LOST with none, DEGRADED between (docs/architecture.md, "Routing and replication")."""
         if self.replicas and self.verified == len(self.replicas):
             return "healthy"
         return "degraded" if self.verified else "lost"

@@ -1,4 +1,4 @@
-"""The whole network as one store: replicated writes, scatter-gather reads (DESIGN §6).
+"""The whole network as one store: replicated writes, scatter-gather reads (docs/architecture.md, "Routing and replication").
 
 Text is embedded once, here, and the same vector goes to every replica, so
 all R copies are bit-identical and share one CID. A write succeeds when a
@@ -228,14 +228,14 @@ class Network:
             replicas = tuple(n.hotkey for n in routes[i])
             quorum = min(self.config.write_quorum, len(replicas))
             ok = len(acked[i]) >= quorum
-            error = None
+            shortfall = None
             if not ok:
-                error = (
+                shortfall = (
                     f"write quorum not met: {len(acked[i])} of {len(replicas)} replicas "
                     f"acknowledged, {quorum} needed ({'; '.join(failed[i].values())})"
                 )
             reports.append(
-                WriteReport(record.cid, replicas, tuple(acked[i]), dict(failed[i]), error)
+                WriteReport(record.cid, replicas, tuple(acked[i]), dict(failed[i]), shortfall)
             )
         return reports
 
@@ -243,8 +243,8 @@ class Network:
         """Store exactly these records on one miner; (cid, error) per record, never raises."""
         outcomes: list[tuple[str | None, str]] = [(None, "not sent")] * len(records)
         chunks, rejected = split_batch(store_records(records).items, HTTP_BATCH_LIMITS)
-        for i, error in rejected:
-            outcomes[i] = (None, error)
+        for i, reason in rejected:
+            outcomes[i] = (None, reason)
         for indices, call in chunks:
             try:
                 answer = await self._call(miner, call, self._write)
@@ -492,7 +492,7 @@ def _raise_refusal(answers: Mapping[Any, Any]) -> None:
             raise answer
 
 
-def _raise_client_error(answers: Mapping[str, Any]) -> None:
+def _raise_client_error(answers: Mapping[Any, Any]) -> None:
     """When every miner refused the request itself (a 4xx), the caller made the mistake."""
     errors = list(answers.values())
     if errors and all(

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from engram._version import __version__
-from engram.api.node import IngestOutcome, Stored
+from engram.api.node import IngestOutcome, Node, Stored
 from engram.chain import Chain, open_chain
 from engram.config import NetworkConfig
 from engram.embed import Embedder
@@ -180,3 +180,10 @@ def _stored(outcome: WriteReport | EngramError) -> IngestOutcome:
     if not outcome.ok or outcome.cid is None:
         return QuorumError(outcome.error or "write quorum not met")
     return Stored(outcome.cid, tuple(outcome.acked))
+
+
+if TYPE_CHECKING:
+
+    def _implements_node(node: NetworkNode) -> Node:
+        """mypy checks here that NetworkNode offers every operation of :class:`Node`, as declared."""
+        return node

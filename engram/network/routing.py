@@ -1,4 +1,4 @@
-"""XOR routing (DESIGN §6): which miners hold a CID.
+"""XOR routing (docs/architecture.md, "Routing and replication"): which miners hold a CID.
 
 ``node_id = sha256(hotkey)``, ``key = sha256(cid)``, and the R serving miners
 with the smallest ``node_id XOR key`` hold the CID, primary first. Every party

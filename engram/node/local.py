@@ -14,12 +14,12 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engram._version import __version__
-from engram.api.node import IngestOutcome, Stored
+from engram.api.node import IngestOutcome, Node, Stored
 from engram.config import Limits, StoreConfig, engram_home
 from engram.embed import Embedder, get_embedder
 from engram.errors import EngramError, InvalidRequestError, NotAReplicaError, NotFoundError
@@ -321,3 +321,10 @@ class LocalNode:
 
     def close(self) -> None:
         self.store.close()
+
+
+if TYPE_CHECKING:
+
+    def _implements_node(node: LocalNode) -> Node:
+        """mypy checks here that LocalNode offers every operation of :class:`Node`, as declared."""
+        return node

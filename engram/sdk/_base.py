@@ -120,9 +120,10 @@ def ingest_item(item: Any, namespace: str | None = None) -> IngestItem:
     if embedding is not None and (
         isinstance(embedding, str | bytes | Mapping) or not isinstance(embedding, Sequence)
     ):
-        if not hasattr(embedding, "tolist"):
+        tolist = getattr(embedding, "tolist", None)  # a numpy array (or alike)
+        if tolist is None:
             raise InvalidRequestError("embedding must be a list of numbers")
-        embedding = embedding.tolist()
+        embedding = tolist()
     if metadata is not None and not isinstance(metadata, Mapping):
         raise InvalidRequestError(f"metadata must be an object, got {type(metadata).__name__}")
     return IngestItem(

@@ -9,7 +9,7 @@ as, so ``caller`` arguments are refused rather than silently ignored.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import numpy as np
@@ -30,7 +30,7 @@ from engram.api.calls import (
     split_batch,
 )
 from engram.api.exchange import exchange, perform_sync, run_sync
-from engram.api.node import IngestOutcome, Stored
+from engram.api.node import IngestOutcome, Node, Stored
 from engram.config import ClientConfig
 from engram.errors import EngramError, InvalidRequestError
 from engram.records import IngestItem, QueryResult, Record
@@ -69,10 +69,11 @@ class RemoteNode:
     ) -> list[IngestOutcome]:
         outcomes: list[IngestOutcome] = [EngramError("not sent")] * len(items)
         chunks, rejected = split_batch(items, HTTP_BATCH_LIMITS)
-        for i, error in rejected:
-            outcomes[i] = InvalidRequestError(error)
+        for i, reason in rejected:
+            outcomes[i] = InvalidRequestError(reason)
         for indices, call in chunks:
-            for i, (cid, error) in zip(indices, self._send(call, caller), strict=True):
+            answer = self._send(call, caller)
+            for i, (cid, error) in zip(indices, answer, strict=True):
                 outcomes[i] = Stored(cid) if cid is not None else EngramError(error or "")
         return outcomes
 
@@ -133,3 +134,10 @@ class RemoteNode:
 
 
 __all__ = ["RemoteNode"]
+
+
+if TYPE_CHECKING:
+
+    def _implements_node(node: RemoteNode) -> Node:
+        """mypy checks here that RemoteNode offers every operation of :class:`Node`, as declared."""
+        return node

@@ -93,7 +93,7 @@ class AsyncLocalTransport:
 
 
 class NetworkTransport:
-    """The whole network: routing, replication and scatter-gather (DESIGN §6)."""
+    """The whole network: routing, replication and scatter-gather (docs/architecture.md, "Routing and replication")."""
 
     limits = HTTP_BATCH_LIMITS  # every replica is a node with a node's limits
 

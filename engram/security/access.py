@@ -1,4 +1,4 @@
-"""Who may do what in a namespace: owners, grants and writers (DESIGN §8).
+"""Who may do what in a namespace: owners, grants and writers (docs/architecture.md, "Security").
 
 A namespace nobody has claimed is public: anyone reads it, anyone writes it,
 and a record there can be deleted only by the hotkey that signed its write.

@@ -10,7 +10,7 @@ Engram without Engram code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Mapping
 from typing import Any
 
 import httpx
@@ -58,7 +58,7 @@ class HotkeyAuth(httpx.Auth):
         self.signer = signer
         self.receiver = receiver
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         sign_request(request, self.signer, self.receiver)
         yield request
 

@@ -11,6 +11,7 @@ is why the store needs no repair after ``kill -9``.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import logging
 import math
@@ -266,7 +267,7 @@ class Store:
         limit: int = 100,
         offset: int = 0,
         filter: Mapping[str, Any] | None = None,
-    ) -> list[Record]:
+    ) -> builtins.list[Record]:
         """A page of a namespace's records in insertion order, only those matching ``filter``."""
         if not 1 <= limit <= self.limits.max_list_limit or not 0 <= offset < 2**63:
             raise InvalidRequestError(
@@ -283,7 +284,7 @@ class Store:
     def namespaces(self) -> dict[str, int]:
         return self.db.namespaces()
 
-    def cids(self) -> list[str]:
+    def cids(self) -> builtins.list[str]:
         """Every CID held, for the inventory commitment."""
         return self.db.all_cids()
 
@@ -294,7 +295,7 @@ class Store:
         filter: Mapping[str, Any] | None = None,
         namespace: str | None = None,
         include_embedding: bool = False,
-    ) -> list[QueryResult]:
+    ) -> builtins.list[QueryResult]:
         """Nearest records by cosine similarity, best first; ``filter`` never cuts recall."""
         top_k = check_top_k(top_k, self.limits)
         namespace = check_namespace(namespace, self.limits)
@@ -311,7 +312,7 @@ class Store:
 
     def keyword_search(
         self, query: str, top_k: int = 10, namespace: str | None = None
-    ) -> list[QueryResult]:
+    ) -> builtins.list[QueryResult]:
         """Full-text (FTS5, BM25) search over record text; scores are BM25, higher is better."""
         top_k = check_top_k(top_k, self.limits)
         if not isinstance(query, str) or not query.strip():
@@ -399,7 +400,7 @@ class Store:
         ids: np.ndarray,
         include_embedding: bool = False,
         clip: bool = True,
-    ) -> list[QueryResult]:
+    ) -> builtins.list[QueryResult]:
         if len(ids) == 0:
             return []
         wanted = ids.tolist()
@@ -425,7 +426,7 @@ class Store:
                     metadata=orjson.loads(metadata),
                     text=text,
                     embedding=np.frombuffer(embedding, "<f4").tolist()
-                    if include_embedding
+                    if include_embedding and embedding is not None
                     else None,
                 )
             )

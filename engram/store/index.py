@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -47,15 +47,20 @@ class HnswIndex:
         self, dim: int, m: int, ef_construction: int, ef_search: int, index: Any = None
     ) -> None:
         self.dim = dim
-        self.params = {"engine": ENGINE, "dim": dim, "m": m, "ef_construction": ef_construction}
+        self.params: dict[str, Any] = {
+            "engine": ENGINE,
+            "dim": dim,
+            "m": m,
+            "ef_construction": ef_construction,
+        }
         if index is None:
             inner = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
             inner.hnsw.efConstruction = ef_construction
             index = faiss.IndexIDMap2(inner)
         self._index = index
-        self._hnsw = faiss.downcast_index(index.index)
+        self._hnsw = cast(faiss.IndexHNSW, faiss.downcast_index(index.index))
         self._hnsw.hnsw.efSearch = ef_search
-        self._storage = faiss.downcast_index(self._hnsw.storage)
+        self._storage = cast(faiss.IndexFlat, faiss.downcast_index(self._hnsw.storage))
         self._labels = faiss.vector_to_array(index.id_map).astype(np.int64)
         self._params_cache: dict[tuple[int, int], Any] = {}
 
@@ -87,13 +92,14 @@ class HnswIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, row ids) of the best ``k``; ids are -1 where fewer were found."""
         _single_threaded()
+        search_parameters = faiss.SearchParametersHNSW  # type: ignore[attr-defined]  # not in faiss's stubs
         if selector is None:
             key = (ef, 0)
             params = self._params_cache.get(key)
             if params is None:
-                params = self._params_cache[key] = faiss.SearchParametersHNSW(efSearch=ef)
+                params = self._params_cache[key] = search_parameters(efSearch=ef)
         else:
-            params = faiss.SearchParametersHNSW(efSearch=ef, sel=selector)
+            params = search_parameters(efSearch=ef, sel=selector)
         scores, ids = self._index.search(unit_query.reshape(1, -1), k, params=params)
         return scores[0], ids[0]
 

@@ -1,6 +1,6 @@
 """Storage proofs against one miner: HMAC challenges on records the validator holds, and audits.
 
-* HMAC (DESIGN §5): a fresh nonce and a short deadline on a corpus record
+* HMAC (docs/architecture.md, "Storage proofs"): a fresh nonce and a short deadline on a corpus record
   routed to the miner; verified against the validator's own copy.
 * Audit: the miner's inventory commitment (Merkle root, count), inclusion
   proofs at random indexes, and the record at each, which must hash to its
@@ -103,7 +103,7 @@ async def audit(
             if answered_root != fresh:
                 raise _Failed("the proof's root is not the miner's commitment")
         # No namespace: an auditor checks a record it never held, wherever the miner keeps it.
-        record = await call_node(http, url, Get(cid, None), config, deadline_s)  # type: ignore[arg-type]
+        record = await call_node(http, url, Get(cid, None), config, deadline_s)
         if record is None:
             raise _Failed(f"{cid} is in the inventory but the miner cannot return it")
         if record.cid != cid:

@@ -1,4 +1,4 @@
-"""Replica health and repair (DESIGN §6): every CID back on the R miners routing names for it.
+"""Replica health and repair (docs/architecture.md, "Routing and replication"): every CID back on the R miners routing names for it.
 
 Routing is recomputed over the *current* serving miners each cycle, so when a
 miner's heartbeat expires its records' replica sets shift to the next closest

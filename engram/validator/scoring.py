@@ -1,4 +1,4 @@
-"""The scoring formula of DESIGN §7, as pure functions (no I/O), so it can be read and tested alone.
+"""The scoring formula of docs/architecture.md, "Scoring", as pure functions (no I/O), so it can be read and tested alone.
 
 ::
 

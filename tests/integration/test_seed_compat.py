@@ -5,7 +5,7 @@ stdlib ``urllib`` and ``json`` only): the same routes, methods, JSON bodies and
 headers as its ``EngramClient`` sends, including its legacy fields
 (``namespace_key``, ``namespace_hotkey``, ``namespace_sig``,
 ``namespace_timestamp_ms``, ``hotkey``, ``nonce``, ``signature``), its
-``DELETE /retrieve/{cid}`` and its ``POST /list``. DESIGN §14.
+``DELETE /retrieve/{cid}`` and its ``POST /list``. docs/architecture.md, "Compatibility with the original clients".
 
 Every test runs twice: against a standalone miner, and against a gateway over a
 small subnet (the ``cluster`` of test_network.py: a LocalChain file and four

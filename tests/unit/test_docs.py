@@ -49,3 +49,27 @@ def test_docs_code_is_ruff_clean() -> None:
         [sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_docs_readme_layout_map_matches_the_tree() -> None:
+    """Every folder the README's layout map names exists, and every package is named."""
+    block = README.split("## Development", 1)[1].split("```", 2)[1]
+    named = {line.split()[0].rstrip("/") for line in block.splitlines() if line.strip()}
+    for folder in named:
+        assert (ROOT / folder).is_dir() or (ROOT / "engram" / folder).is_dir(), folder
+    packages = {p.parent.name for p in (ROOT / "engram").glob("*/__init__.py")}
+    missing = packages - named
+    assert not missing, f"the README's layout map lacks engram/{sorted(missing)}"
+
+
+def test_docs_no_docstring_cites_a_document_the_repository_lacks() -> None:
+    for path in [
+        *ROOT.glob("engram/**/*.py"),
+        *ROOT.glob("bench/*.py"),
+        *ROOT.glob("tests/**/*.py"),
+    ]:
+        text = path.read_text()
+        for cited in re.findall(r"\b((?:docs/)?[A-Z][A-Z_]+\.md|docs/[a-z_]+\.md)\b", text):
+            assert (ROOT / cited).exists(), f"{path.relative_to(ROOT)} cites {cited}"
+        cites = re.search(r"DESIGN §\d+", text)
+        assert cites is None, f"{path.relative_to(ROOT)} cites {cites and cites[0]}, not shipped"

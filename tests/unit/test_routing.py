@@ -1,4 +1,4 @@
-"""XOR routing (DESIGN §6) and a miner's RouteCheck, on hand-built metagraphs; no sockets."""
+"""XOR routing (docs/architecture.md, "Routing and replication") and a miner's RouteCheck, on hand-built metagraphs; no sockets."""
 
 from __future__ import annotations
 
