@@ -1,26 +1,58 @@
-"""The node API's calls: each operation as a request/response codec and an in-process run.
+"""The node API's calls: each operation's codec on both sides of HTTP, and its in-process run.
 
-A :class:`Call` describes one operation without doing it. Over HTTP it
-becomes a request (:meth:`Call.request`) and its answer is parsed back
-(:meth:`Call.parse`, :meth:`Call.failure`) by :func:`engram.api.exchange.exchange`;
-in-process, :meth:`Call.local` runs it on any :class:`~engram.api.node.Node`.
+A :class:`Call` describes one operation without doing it:
+
+* a client sends it (:meth:`Call.request`) and parses the answer
+  (:meth:`Call.parse`, :meth:`Call.failure`) through
+  :func:`engram.api.exchange.exchange`;
+* a server answers it at its :attr:`Call.routes`: :meth:`Call.from_request`
+  builds the call from the parsed wire message and :meth:`Call.serve` runs it
+  on the server's node and encodes the answer (:mod:`engram.server.routes` is
+  generic over these);
+* in-process, :meth:`Call.local` runs it on any :class:`~engram.api.node.Node`.
+
 The SDK's plans yield calls, and so do the network client and the validator
-when they talk to miners, so every request a client sends is written here once.
+when they talk to miners, so each operation's wire format is written here once.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import quote
 
 import numpy as np
+from pydantic import BaseModel
 
 from engram.api.exchange import HttpRequest, to_json
-from engram.api.node import Node
-from engram.cid import metadata_bytes, vector_bytes
+from engram.api.node import Node, Stored
+from engram.api.wire import (
+    BatchIngestRequest,
+    BatchIngestResponse,
+    CountResponse,
+    DeleteRequest,
+    DeleteResponse,
+    GatewayBatchIngestResponse,
+    GatewayIngestResponse,
+    GrantRequest,
+    HealthResponse,
+    IngestRequest,
+    IngestResponse,
+    LegacyFields,
+    ListParams,
+    ListRequest,
+    ListResponse,
+    NamespaceInfo,
+    NamespaceParams,
+    QueryRequest,
+    QueryResponse,
+    RecordOut,
+    RevokeParams,
+)
+from engram.cid import metadata_bytes, parse_cid, vector_bytes
 from engram.config import DEFAULT_NAMESPACE, MODEL_VERSION, Limits
 from engram.errors import (
     EngramError,
@@ -32,7 +64,8 @@ from engram.errors import (
 )
 from engram.proofs import Challenge, ChallengeResponse, InclusionProof
 from engram.records import IngestItem, QueryResult, Record
-from engram.security.access import Permission
+from engram.security.access import Caller, Permission
+from engram.security.ratelimit import Budget
 
 T = TypeVar("T")
 _SERVER_LIMITS = Limits()  # what a node accepts unless it was configured otherwise
@@ -66,12 +99,40 @@ def _params(namespace: str | None, **params: str | int) -> dict[str, str | int]:
     return params if namespace is None else {**params, "namespace": namespace}
 
 
+@dataclass(frozen=True)
+class Route:
+    """One HTTP route that serves a call: what it parses, what it spends, what it answers."""
+
+    method: str
+    path: str
+    budget: Budget | None = Budget.QUERY  # None: answered before any signature or limit
+    body: type[BaseModel] | None = None  # the JSON body's wire message
+    params: type[BaseModel] | None = None  # the query string's wire message
+    response: type[BaseModel] | None = None
+    replicated_response: type[BaseModel] | None = None  # a network's answer names replicas
+    body_optional: bool = False
+    exclude_none: bool = False
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """What a route parsed from one request, for :meth:`Call.from_request`."""
+
+    path: Mapping[str, str]
+    params: Any = None
+    body: Any = None
+
+
 class Call(Generic[T]):
-    """One operation, described: how to send it over HTTP and how to run it in-process."""
+    """One operation, described: how a client sends it over HTTP, how a server answers it,
+    and how it runs on a node in this process."""
 
     # Non-2xx statuses whose body is still this call's answer (health says 503 while starting).
     accepts: ClassVar[frozenset[int]] = frozenset()
     operation: ClassVar[str] = ""  # the Node method it runs ("" for a miner's extras)
+    routes: ClassVar[tuple[Route, ...]] = ()  # where a server answers it
+
+    # --- the client side ---------------------------------------------------------------
 
     def request(self) -> HttpRequest:
         raise NotImplementedError
@@ -79,13 +140,38 @@ class Call(Generic[T]):
     def parse(self, body: Any) -> T:
         raise NotImplementedError
 
-    def local(self, node: Node) -> T:
-        """Run the operation on a node in this process (embedded store, the network)."""
-        raise NotImplementedError(f"{type(self).__name__} is answered over HTTP only")
-
     def failure(self, status: int, body: Any, retried: bool) -> T:
         """An error answer: by default the server's exception, rebuilt from its body."""
         raise error_from_wire(status, body)
+
+    # --- in this process -------------------------------------------------------------------
+
+    def local(self, node: Node, caller: Caller | None = None) -> T:
+        """Run the operation on a node in this process, for ``caller`` (default: the node's)."""
+        raise NotImplementedError(f"{type(self).__name__} is answered over HTTP only")
+
+    # --- the server side -------------------------------------------------------------------
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> Call[T]:
+        """The call a request to one of :attr:`routes` describes; bad input raises a 4xx."""
+        raise NotImplementedError
+
+    @classmethod
+    def credentials(cls, incoming: Incoming) -> LegacyFields | None:
+        """The original clients' namespace fields the request carries, if any."""
+        return incoming.body if isinstance(incoming.body, LegacyFields) else None
+
+    def cost(self) -> float:
+        """Rate-limit tokens the request spends."""
+        return 1.0
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        """Run on a server's node and encode the answer: the inverse of :meth:`parse`."""
+        raise NotImplementedError
+
+    def status(self, answer: Mapping[str, Any]) -> int:
+        return 200
 
 
 def encode_item(item: IngestItem) -> bytes:
@@ -103,11 +189,47 @@ def encode_item(item: IngestItem) -> bytes:
     return to_json(doc)[:-1] + b',"raw_embedding":' + _vector_json(item.embedding) + b"}"
 
 
+def item_from_request(req: IngestRequest) -> IngestItem:
+    """A wire ingest request as an item: text, a vector, or both on purpose."""
+    if req.text is None and req.raw_embedding is None:
+        raise InvalidRequestError(
+            "give text, raw_embedding, or both (to store this vector with this text)"
+        )
+    return IngestItem(
+        text=req.text,
+        embedding=req.raw_embedding,
+        metadata=req.metadata or {},
+        namespace=req.namespace,
+        model_version=req.model_version,
+    )
+
+
+def _cid(cid: str) -> str:
+    """A CID from a path, checked (a malformed one is a 400)."""
+    parse_cid(cid)
+    return cid
+
+
+def _written(stored: Stored, replicated: bool) -> dict[str, Any]:
+    extra = {"replicas": list(stored.replicas)} if replicated else {}
+    return {"cid": stored.cid, "error": None, **extra}
+
+
 @dataclass(frozen=True)
 class IngestOne(Call[str]):
     """A single write: the server raises its typed error (e.g. a dimension mismatch)."""
 
     operation: ClassVar[str] = "ingest"
+    routes: ClassVar[tuple[Route, ...]] = (
+        Route(
+            "POST",
+            "/IngestSynapse",
+            Budget.INGEST,
+            body=IngestRequest,
+            response=IngestResponse,
+            replicated_response=GatewayIngestResponse,
+        ),
+    )
     item: IngestItem
 
     def request(self) -> HttpRequest:
@@ -118,11 +240,21 @@ class IngestOne(Call[str]):
             raise error_from_wire(400, body)  # an older node reports errors with status 200
         return body["cid"]
 
-    def local(self, node: Node) -> str:
-        (outcome,) = node.ingest([self.item])
+    def _stored(self, node: Node, caller: Caller | None) -> Stored:
+        (outcome,) = node.ingest([self.item], caller)
         if isinstance(outcome, EngramError):
             raise outcome
-        return outcome.cid
+        return outcome
+
+    def local(self, node: Node, caller: Caller | None = None) -> str:
+        return self._stored(node, caller).cid
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> IngestOne:
+        return cls(item_from_request(incoming.body))
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        return _written(self._stored(node, caller), replicated)
 
 
 Outcome = tuple[str | None, str | None]  # (cid, error message) of one batch item
@@ -130,12 +262,25 @@ Outcome = tuple[str | None, str | None]  # (cid, error message) of one batch ite
 
 @dataclass(frozen=True)
 class IngestMany(Call[list[Outcome]]):
-    """One chunk of a batch; ``encoded`` holds each item's JSON when it was sized for HTTP."""
+    """One chunk of a batch; ``encoded`` holds each item's JSON when it was sized for HTTP.
+
+    On a server, ``invalid`` holds the request's items that made no item (by position).
+    """
 
     operation: ClassVar[str] = "ingest"
-
+    routes: ClassVar[tuple[Route, ...]] = (
+        Route(
+            "POST",
+            "/BatchIngestSynapse",
+            Budget.INGEST,
+            body=BatchIngestRequest,
+            response=BatchIngestResponse,
+            replicated_response=GatewayBatchIngestResponse,
+        ),
+    )
     items: list[IngestItem]
     encoded: list[bytes] | None = None
+    invalid: tuple[tuple[int, EngramError], ...] = ()
 
     def request(self) -> HttpRequest:
         encoded = self.encoded or [encode_item(i) for i in self.items]
@@ -149,11 +294,41 @@ class IngestMany(Call[list[Outcome]]):
             )
         return list(zip(cids, errors, strict=True))
 
-    def local(self, node: Node) -> list[Outcome]:
+    def local(self, node: Node, caller: Caller | None = None) -> list[Outcome]:
         return [
             (None, o.message) if isinstance(o, EngramError) else (o.cid, None)
-            for o in node.ingest(self.items)
+            for o in node.ingest(self.items, caller)
         ]
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> IngestMany:
+        items: list[IngestItem] = []
+        invalid: list[tuple[int, EngramError]] = []
+        for i, req in enumerate(incoming.body.items):
+            try:
+                items.append(item_from_request(req))
+            except EngramError as exc:
+                invalid.append((i, exc))
+        return cls(items, invalid=tuple(invalid))
+
+    @classmethod
+    def credentials(cls, incoming: Incoming) -> LegacyFields | None:
+        return incoming.body.items[0]  # one caller per request: its first item speaks for it
+
+    def cost(self) -> float:
+        return len(self.items) + len(self.invalid)
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        stored = iter(node.ingest(self.items, caller))
+        failed = dict(self.invalid)
+        done = [failed.get(i) or next(stored) for i in range(int(self.cost()))]
+        answer: dict[str, Any] = {
+            "cids": [o.cid if isinstance(o, Stored) else None for o in done],
+            "errors": [o.message if isinstance(o, EngramError) else None for o in done],
+        }
+        if replicated:
+            answer["replicas"] = [list(o.replicas) if isinstance(o, Stored) else [] for o in done]
+        return answer
 
 
 def _batch_body(encoded: Sequence[bytes]) -> bytes:
@@ -166,6 +341,15 @@ _BATCH_OVERHEAD = len(_batch_body([]))
 @dataclass(frozen=True)
 class Query(Call[list[QueryResult]]):
     operation: ClassVar[str] = "query"
+    routes: ClassVar[tuple[Route, ...]] = (
+        Route(
+            "POST",
+            "/QuerySynapse",
+            body=QueryRequest,
+            response=QueryResponse,
+            exclude_none=True,
+        ),
+    )
     text: str | None
     vector: list[float] | None
     top_k: int
@@ -196,10 +380,29 @@ class Query(Call[list[QueryResult]]):
             for hit in body["results"]
         ]
 
-    def local(self, node: Node) -> list[QueryResult]:
+    def local(self, node: Node, caller: Caller | None = None) -> list[QueryResult]:
         return node.query(
-            self.text, self.vector, self.top_k, self.filter, self.namespace, self.include_embedding
+            self.text,
+            self.vector,
+            self.top_k,
+            self.filter,
+            self.namespace,
+            self.include_embedding,
+            caller,
         )
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> Query:
+        b = incoming.body
+        return cls(
+            b.query_text, b.query_vector, b.top_k, b.filter, b.namespace, b.include_embedding
+        )
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        started = time.perf_counter()
+        results = self.local(node, caller)
+        latency_ms = (time.perf_counter() - started) * 1000
+        return {"results": [r.to_dict() for r in results], "latency_ms": latency_ms}
 
 
 def record_from_wire(doc: Mapping[str, Any]) -> Record:
@@ -213,9 +416,16 @@ def record_from_wire(doc: Mapping[str, Any]) -> Record:
     )
 
 
+def record_to_wire(record: Record) -> dict[str, Any]:
+    return RecordOut(**record.to_dict()).model_dump()
+
+
 @dataclass(frozen=True)
 class Get(Call[Record | None]):
     operation: ClassVar[str] = "get"
+    routes: ClassVar[tuple[Route, ...]] = (
+        Route("GET", "/retrieve/{cid}", params=NamespaceParams, response=RecordOut),
+    )
     cid: str
     namespace: str | None  # None: a node searches every namespace (an audit names only a CID)
 
@@ -232,13 +442,47 @@ class Get(Call[Record | None]):
             return None
         raise error
 
-    def local(self, node: Node) -> Record | None:
-        return node.get(self.cid, self.namespace)
+    def local(self, node: Node, caller: Caller | None = None) -> Record | None:
+        return node.get(self.cid, self.namespace, caller)
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> Get:
+        return cls(_cid(incoming.path["cid"]), incoming.params.namespace)
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        record = self.local(node, caller)
+        if record is None:
+            where = (
+                f"namespace {self.namespace}" if self.namespace else "any namespace you may read"
+            )
+            raise NotFoundError(f"no record {self.cid} in {where}")
+        return record_to_wire(record)
 
 
 @dataclass(frozen=True)
 class Delete(Call[None]):
+    """A delete; ``DELETE /retrieve/{cid}`` (with an optional JSON body) is the original
+    clients' spelling of it."""
+
     operation: ClassVar[str] = "delete"
+    routes: ClassVar[tuple[Route, ...]] = (
+        Route(
+            "DELETE",
+            "/records/{cid}",
+            Budget.INGEST,
+            params=NamespaceParams,
+            response=DeleteResponse,
+        ),
+        Route(
+            "DELETE",
+            "/retrieve/{cid}",
+            Budget.INGEST,
+            params=NamespaceParams,
+            body=DeleteRequest,
+            body_optional=True,
+            response=DeleteResponse,
+        ),
+    )
     cid: str
     namespace: str | None
 
@@ -256,8 +500,19 @@ class Delete(Call[None]):
             return None  # an earlier attempt (timed out or 5xx to us) may have deleted it
         raise error
 
-    def local(self, node: Node) -> None:
-        node.delete(self.cid, self.namespace)
+    def local(self, node: Node, caller: Caller | None = None) -> None:
+        node.delete(self.cid, self.namespace, caller)
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> Delete:
+        namespace = incoming.params.namespace
+        if namespace is None and incoming.body is not None:
+            namespace = incoming.body.namespace
+        return cls(_cid(incoming.path["cid"]), namespace)
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        self.local(node, caller)
+        return {"cid": self.cid, "deleted": True}
 
 
 @dataclass(frozen=True)
@@ -265,6 +520,10 @@ class ListRecords(Call[list[Record]]):
     """A page of records; with a filter it is the original clients' ``POST /list``."""
 
     operation: ClassVar[str] = "list"
+    routes: ClassVar[tuple[Route, ...]] = (
+        Route("GET", "/list", params=ListParams, response=ListResponse),
+        Route("POST", "/list", body=ListRequest, response=ListResponse),
+    )
     limit: int
     offset: int
     namespace: str | None
@@ -285,13 +544,34 @@ class ListRecords(Call[list[Record]]):
     def parse(self, body: Any) -> list[Record]:
         return [record_from_wire(doc) for doc in body["records"]]
 
-    def local(self, node: Node) -> list[Record]:
-        return node.list(self.limit, self.offset, self.namespace, self.filter)
+    def local(self, node: Node, caller: Caller | None = None) -> list[Record]:
+        return node.list(self.limit, self.offset, self.namespace, self.filter, caller)
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> ListRecords:
+        p = incoming.body if incoming.body is not None else incoming.params
+        return cls(p.limit, p.offset, p.namespace, getattr(p, "filter", None) or None)
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        records = self.local(node, caller)
+        if self.filter:  # a filtered total would cost a second scan: report what was seen
+            total = self.offset + len(records)
+        else:
+            total = node.count(self.namespace or DEFAULT_NAMESPACE, caller)
+        return {
+            "records": [record_to_wire(r) for r in records],
+            "total": total,
+            "limit": self.limit,
+            "offset": self.offset,
+        }
 
 
 @dataclass(frozen=True)
 class Count(Call[int]):
     operation: ClassVar[str] = "count"
+    routes: ClassVar[tuple[Route, ...]] = (
+        Route("GET", "/count", params=NamespaceParams, response=CountResponse),
+    )
     namespace: str | None
 
     def request(self) -> HttpRequest:
@@ -300,13 +580,21 @@ class Count(Call[int]):
     def parse(self, body: Any) -> int:
         return int(body["count"])
 
-    def local(self, node: Node) -> int:
-        return node.count(self.namespace)
+    def local(self, node: Node, caller: Caller | None = None) -> int:
+        return node.count(self.namespace, caller)
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> Count:
+        return cls(incoming.params.namespace)
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        return {"count": self.local(node, caller), "namespace": self.namespace}
 
 
 @dataclass(frozen=True)
 class Stats(Call[dict[str, Any]]):
     operation: ClassVar[str] = "stats"
+    routes: ClassVar[tuple[Route, ...]] = (Route("GET", "/stats"),)
 
     def request(self) -> HttpRequest:
         return HttpRequest("GET", "/stats")
@@ -314,14 +602,26 @@ class Stats(Call[dict[str, Any]]):
     def parse(self, body: Any) -> dict[str, Any]:
         return {"mode": "http", **body}
 
-    def local(self, node: Node) -> dict[str, Any]:
-        return node.stats()
+    def local(self, node: Node, caller: Caller | None = None) -> dict[str, Any]:
+        return node.stats(caller)
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> Stats:
+        return cls()
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        return self.local(node, caller)
 
 
 @dataclass(frozen=True)
 class Health(Call[dict[str, Any]]):
+    """Whether the node can serve; a node that is not ready answers 503 with the same body."""
+
     operation: ClassVar[str] = "health"
     accepts: ClassVar[frozenset[int]] = frozenset({503})
+    routes: ClassVar[tuple[Route, ...]] = (
+        Route("GET", "/health", budget=None, response=HealthResponse),
+    )
 
     def request(self) -> HttpRequest:
         return HttpRequest("GET", "/health")
@@ -331,8 +631,18 @@ class Health(Call[dict[str, Any]]):
             raise UnavailableError(str(body.get("error") or "the node is unavailable"))
         return {"mode": "http", **body}
 
-    def local(self, node: Node) -> dict[str, Any]:
+    def local(self, node: Node, caller: Caller | None = None) -> dict[str, Any]:
         return node.health()
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> Health:
+        return cls()
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        return self.local(node, caller)
+
+    def status(self, answer: Mapping[str, Any]) -> int:
+        return 200 if answer.get("ready") else UnavailableError.status
 
 
 @dataclass(frozen=True)
@@ -340,7 +650,22 @@ class SetGrant(Call[dict[str, Any]]):
     """Grant (or revoke) one hotkey one permission in a namespace the caller owns."""
 
     operation: ClassVar[str] = "set_grant"
-
+    routes: ClassVar[tuple[Route, ...]] = (
+        Route(
+            "POST",
+            "/namespaces/{namespace}/grants",
+            Budget.INGEST,
+            body=GrantRequest,
+            response=NamespaceInfo,
+        ),
+        Route(
+            "DELETE",
+            "/namespaces/{namespace}/grants/{hotkey}",
+            Budget.INGEST,
+            params=RevokeParams,
+            response=NamespaceInfo,
+        ),
+    )
     namespace: str
     hotkey: str
     permission: Permission
@@ -358,13 +683,26 @@ class SetGrant(Call[dict[str, Any]]):
     def parse(self, body: Any) -> dict[str, Any]:
         return dict(body)
 
-    def local(self, node: Node) -> dict[str, Any]:
-        return node.set_grant(self.namespace, self.hotkey, self.permission, self.granted)
+    def local(self, node: Node, caller: Caller | None = None) -> dict[str, Any]:
+        return node.set_grant(self.namespace, self.hotkey, self.permission, self.granted, caller)
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> SetGrant:
+        namespace = incoming.path["namespace"]
+        if incoming.body is not None:
+            return cls(namespace, incoming.body.hotkey, incoming.body.permission, True)
+        return cls(namespace, incoming.path["hotkey"], incoming.params.permission, False)
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        return self.local(node, caller)
 
 
 @dataclass(frozen=True)
 class DescribeNamespace(Call[dict[str, Any]]):
     operation: ClassVar[str] = "describe_namespace"
+    routes: ClassVar[tuple[Route, ...]] = (
+        Route("GET", "/namespaces/{namespace}", response=NamespaceInfo),
+    )
     namespace: str
 
     def request(self) -> HttpRequest:
@@ -373,8 +711,31 @@ class DescribeNamespace(Call[dict[str, Any]]):
     def parse(self, body: Any) -> dict[str, Any]:
         return dict(body)
 
-    def local(self, node: Node) -> dict[str, Any]:
-        return node.describe_namespace(self.namespace)
+    def local(self, node: Node, caller: Caller | None = None) -> dict[str, Any]:
+        return node.describe_namespace(self.namespace, caller)
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> DescribeNamespace:
+        return cls(incoming.path["namespace"])
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        return self.local(node, caller)
+
+
+NODE_CALLS: tuple[type[Call[Any]], ...] = (
+    IngestOne,
+    IngestMany,
+    Query,
+    Get,
+    Delete,
+    ListRecords,
+    Count,
+    Stats,
+    Health,
+    SetGrant,
+    DescribeNamespace,
+)
+"""Every call a node server answers; the router mounts each of their routes."""
 
 
 def split_batch(

@@ -122,6 +122,25 @@ class ListRequest(LegacyFields):
     namespace: str | None = None
 
 
+class _Params(BaseModel):
+    """A query string: values arrive as text and are converted; unknown names are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class NamespaceParams(_Params):
+    namespace: str | None = None
+
+
+class ListParams(NamespaceParams):
+    limit: int = Field(default=100, ge=1, le=_LIMITS.max_list_limit)
+    offset: int = Field(default=0, ge=0)
+
+
+class RevokeParams(_Params):
+    permission: Permission
+
+
 class DeleteRequest(LegacyFields):
     """The optional JSON body of ``DELETE /retrieve/{cid}`` (the original clients' delete)."""
 

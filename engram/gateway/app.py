@@ -72,7 +72,7 @@ def create_gateway_app(
     app = create_app("Engram gateway", __version__, limits, lifespan=lifespan)
     # Signatures are checked; limits are the miners' business until the gateway relays callers.
     gate = Gate(load_config(SecurityConfig, rate_limits=False), require_signatures=False)
-    NodeRoutes(gate, limits, replicated=True).mount(app)
+    NodeRoutes(gate, replicated=True).mount(app)
 
     def node(request: Request) -> NetworkNode:
         return request.app.state.node

@@ -98,7 +98,7 @@ def create_miner_app(
         hotkey=axon.hotkey if axon is not None else None,
         validators=(lambda: axon.validators) if axon is not None else frozenset,
     )
-    routes = NodeRoutes(gate, limits, replicated=False)
+    routes = NodeRoutes(gate, replicated=False)
     routes.mount(app)
     records_gauge = Gauge("engram_records", "records stored", registry=app.state.metrics.registry)
 
