@@ -204,12 +204,6 @@ def item_from_request(req: IngestRequest) -> IngestItem:
     )
 
 
-def _cid(cid: str) -> str:
-    """A CID from a path, checked (a malformed one is a 400)."""
-    parse_cid(cid)
-    return cid
-
-
 def _written(stored: Stored, replicated: bool) -> dict[str, Any]:
     extra = {"replicas": list(stored.replicas)} if replicated else {}
     return {"cid": stored.cid, "error": None, **extra}
@@ -429,6 +423,9 @@ class Get(Call[Record | None]):
     cid: str
     namespace: str | None  # None: a node searches every namespace (an audit names only a CID)
 
+    def __post_init__(self) -> None:
+        parse_cid(self.cid)  # a malformed CID is the caller's error, before anything is sent
+
     def request(self) -> HttpRequest:
         path = "/retrieve/" + quote(self.cid, safe=":")
         return HttpRequest("GET", path, _params(self.namespace))
@@ -447,7 +444,7 @@ class Get(Call[Record | None]):
 
     @classmethod
     def from_request(cls, incoming: Incoming) -> Get:
-        return cls(_cid(incoming.path["cid"]), incoming.params.namespace)
+        return cls(incoming.path["cid"], incoming.params.namespace)
 
     def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
         record = self.local(node, caller)
@@ -486,6 +483,9 @@ class Delete(Call[None]):
     cid: str
     namespace: str | None
 
+    def __post_init__(self) -> None:
+        parse_cid(self.cid)
+
     def request(self) -> HttpRequest:
         return HttpRequest(
             "DELETE", "/records/" + quote(self.cid, safe=":"), _params(self.namespace)
@@ -508,7 +508,7 @@ class Delete(Call[None]):
         namespace = incoming.params.namespace
         if namespace is None and incoming.body is not None:
             namespace = incoming.body.namespace
-        return cls(_cid(incoming.path["cid"]), namespace)
+        return cls(incoming.path["cid"], namespace)
 
     def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
         self.local(node, caller)

@@ -28,20 +28,15 @@ import numpy as np
 from engram.api.calls import (
     BatchLimits,
     Call,
-    Count,
-    Delete,
     DescribeNamespace,
     Get,
-    Health,
     IngestOne,
     ListRecords,
     Outcome,
     Query,
     SetGrant,
-    Stats,
     split_batch,
 )
-from engram.cid import parse_cid
 from engram.config import DEFAULT_NAMESPACE, ClientConfig, Limits, NetworkConfig, load_config
 from engram.errors import EngramError, InvalidRequestError
 from engram.records import IngestItem, QueryResult, Record, check_namespace
@@ -343,6 +338,13 @@ class ClientCore:
     def _ns(self, namespace: str | None) -> str | None:
         return namespace if namespace is not None else self.namespace
 
+    def call(self, call: Call[T]) -> Plan[T]:
+        """Any call as it is, in this client's namespace when it names none: an operation with
+        no client-side logic needs nothing here but its call, one line in each twin."""
+        if getattr(call, "namespace", False) is None and self.namespace is not None:
+            call = replace(call, namespace=self.namespace)  # type: ignore[type-var]
+        return _single(call)
+
     # writes
 
     def ingest(
@@ -455,10 +457,6 @@ class ClientCore:
         report.errors.sort()
         return report
 
-    def delete(self, cid: str, namespace: str | None) -> Plan[None]:
-        parse_cid(cid)
-        return _single(Delete(cid, self._ns(namespace)))
-
     # reads
 
     def query(
@@ -510,19 +508,12 @@ class ClientCore:
         return self.sealer.open_record(result)
 
     def get(self, cid: str, namespace: str | None) -> Plan[Record | None]:
-        parse_cid(cid)
         return self._opened(Get(cid, self._ns(namespace) or DEFAULT_NAMESPACE))
 
     def list(
         self, limit: int, offset: int, namespace: str | None, filter: Mapping[str, Any] | None
     ) -> Plan[list[Record]]:
         return self._opened(ListRecords(limit, offset, self._ns(namespace), filter or None))
-
-    def count(self, namespace: str | None) -> Plan[int]:
-        return _single(Count(self._ns(namespace)))
-
-    def stats(self) -> Plan[dict[str, Any]]:
-        return _single(Stats())
 
     # namespaces
 
@@ -540,6 +531,3 @@ class ClientCore:
 
     def describe_namespace(self, namespace: str | None) -> Plan[dict[str, Any]]:
         return _single(DescribeNamespace(check_namespace(self._ns(namespace), _SERVER_LIMITS)))
-
-    def health(self) -> Plan[dict[str, Any]]:
-        return _single(Health())

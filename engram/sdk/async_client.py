@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from engram.api.calls import Count, Delete, Health, Stats
 from engram.api.exchange import run_async
 from engram.embed import Embedder
 from engram.errors import UpstreamError
@@ -176,7 +177,7 @@ class AsyncEngramClient:
 
     async def delete(self, cid: str, namespace: str | None = None) -> None:
         """Delete a record; raises :class:`~engram.errors.NotFoundError` if it is not there."""
-        return await self._run(self._core.delete(cid, namespace))
+        return await self._run(self._core.call(Delete(cid, namespace)))
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -219,11 +220,11 @@ class AsyncEngramClient:
 
     async def count(self, namespace: str | None = None) -> int:
         """Records in ``namespace``, or in the whole store when no namespace is given."""
-        return await self._run(self._core.count(namespace))
+        return await self._run(self._core.call(Count(namespace)))
 
     async def stats(self) -> dict[str, Any]:
         """Sizes and counters of the store (or node) behind this client."""
-        return await self._run(self._core.stats())
+        return await self._run(self._core.call(Stats()))
 
     async def grant(
         self, hotkey: str, permission: str = "read", namespace: str | None = None
@@ -247,7 +248,7 @@ class AsyncEngramClient:
 
     async def health(self) -> dict[str, Any]:
         """Whether the store (or node) answers; ``ready`` is false while a node loads its model."""
-        return await self._run(self._core.health())
+        return await self._run(self._core.call(Health()))
 
     async def is_online(self) -> bool:
         """Whether the store (or node) answers and is ready; never raises for a node that is down."""

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from engram.api.calls import Count, Delete, Health, Stats
 from engram.api.exchange import run_sync
 from engram.embed import Embedder
 from engram.errors import UpstreamError
@@ -186,7 +187,7 @@ class EngramClient:
 
     def delete(self, cid: str, namespace: str | None = None) -> None:
         """Delete a record; raises :class:`~engram.errors.NotFoundError` if it is not there."""
-        return self._run(self._core.delete(cid, namespace))
+        return self._run(self._core.call(Delete(cid, namespace)))
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -229,11 +230,11 @@ class EngramClient:
 
     def count(self, namespace: str | None = None) -> int:
         """Records in ``namespace``, or in the whole store when no namespace is given."""
-        return self._run(self._core.count(namespace))
+        return self._run(self._core.call(Count(namespace)))
 
     def stats(self) -> dict[str, Any]:
         """Sizes and counters of the store (or node) behind this client."""
-        return self._run(self._core.stats())
+        return self._run(self._core.call(Stats()))
 
     def grant(
         self, hotkey: str, permission: str = "read", namespace: str | None = None
@@ -257,7 +258,7 @@ class EngramClient:
 
     def health(self) -> dict[str, Any]:
         """Whether the store (or node) answers; ``ready`` is false while a node loads its model."""
-        return self._run(self._core.health())
+        return self._run(self._core.call(Health()))
 
     def is_online(self) -> bool:
         """Whether the store (or node) answers and is ready; never raises for a node that is down."""
