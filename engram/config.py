@@ -117,6 +117,23 @@ class StoreConfig:
             "FULL also a power cut"
         },
     )
+    search_fusion: str = field(
+        default="relative",
+        metadata={
+            "help": "how hybrid search fuses its channels: relative (min-max normalised "
+            "scores, weighted) or rrf (reciprocal rank, k = 60)"
+        },
+    )
+    search_vector_weight: float = field(
+        default=0.5, metadata={"help": "weight of the vector channel in hybrid search"}
+    )
+    search_keyword_weight: float = field(
+        default=0.5, metadata={"help": "weight of the keyword (BM25) channel in hybrid search"}
+    )
+    search_candidates: int = field(
+        default=50,
+        metadata={"help": "hits each channel of hybrid search contributes before fusion"},
+    )
 
 
 @dataclass(frozen=True)

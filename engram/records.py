@@ -94,6 +94,8 @@ class QueryResult(dict[str, Any]):
     metadata: dict[str, Any] = field(default_factory=dict)
     text: str | None = None
     embedding: list[float] | None = None
+    # A search's per-channel contribution: {"vector" | "keyword": {"rank": 1.., "score": raw}}.
+    channels: dict[str, dict[str, float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -104,6 +106,8 @@ class QueryResult(dict[str, Any]):
         }
         if self.embedding is not None:
             out["embedding"] = self.embedding
+        if self.channels is not None:
+            out["channels"] = self.channels
         return out
 
     def __post_init__(self) -> None:
@@ -183,6 +187,16 @@ def make_record(
         namespace=namespace,
         model_version=model_version,
     )
+
+
+SEARCH_MODES = ("hybrid", "vector", "keyword")
+
+
+def check_mode(mode: Any) -> str:
+    """A search mode: both channels fused, or one of them alone."""
+    if mode not in SEARCH_MODES:
+        raise InvalidRequestError(f"mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
+    return str(mode)
 
 
 def check_top_k(top_k: Any, limits: Limits) -> int:

@@ -51,6 +51,8 @@ from engram.api.wire import (
     QueryResponse,
     RecordOut,
     RevokeParams,
+    SearchRequest,
+    SearchResponse,
 )
 from engram.cid import metadata_bytes, parse_cid, vector_bytes
 from engram.config import DEFAULT_NAMESPACE, MODEL_VERSION, Limits
@@ -63,7 +65,7 @@ from engram.errors import (
     error_from_wire,
 )
 from engram.proofs import Challenge, ChallengeResponse, InclusionProof
-from engram.records import IngestItem, QueryResult, Record
+from engram.records import IngestItem, QueryResult, Record, check_mode
 from engram.security.access import Caller, Permission
 from engram.security.ratelimit import Budget
 
@@ -399,6 +401,66 @@ class Query(Call[list[QueryResult]]):
         return {"results": [r.to_dict() for r in results], "latency_ms": latency_ms}
 
 
+@dataclass(frozen=True)
+class Search(Call[list[QueryResult]]):
+    """Hybrid search (``POST /search``, the seed memory server's shape)."""
+
+    operation: ClassVar[str] = "search"
+    routes: ClassVar[tuple[Route, ...]] = (
+        Route("POST", "/search", body=SearchRequest, response=SearchResponse),
+    )
+    text: str
+    top_k: int
+    filter: Mapping[str, Any] | None
+    namespace: str | None
+    mode: str = "hybrid"
+    vector: list[float] | None = None  # the text already embedded (the network embeds once)
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise InvalidRequestError("search text must be a non-empty string")
+
+    def request(self) -> HttpRequest:
+        doc = {
+            "query": self.text,
+            "limit": self.top_k,
+            "filters": None if self.filter is None else dict(self.filter),
+            "namespace": self.namespace,
+            "mode": self.mode,
+            "query_vector": self.vector,
+        }
+        return HttpRequest("POST", "/search", body=to_json(doc))
+
+    def parse(self, body: Any) -> list[QueryResult]:
+        return [
+            QueryResult(
+                cid=hit["cid"],
+                score=float(hit["score"]),
+                metadata=hit.get("metadata") or {},
+                text=hit.get("text"),
+                channels=hit.get("channels"),
+            )
+            for hit in body["results"]
+        ]
+
+    def local(self, node: Node, caller: Caller | None = None) -> list[QueryResult]:
+        return node.search(
+            self.text, self.top_k, self.filter, self.namespace, self.mode, self.vector, caller
+        )
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> Search:
+        b = incoming.body
+        return cls(b.query, b.limit, b.filters, b.namespace, b.mode, b.query_vector)
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        started = time.perf_counter()
+        results = self.local(node, caller)
+        latency_ms = (time.perf_counter() - started) * 1000
+        return {"results": [r.to_dict() for r in results], "latency_ms": latency_ms}
+
+
 def record_from_wire(doc: Mapping[str, Any]) -> Record:
     return Record(
         cid=doc["cid"],
@@ -726,6 +788,7 @@ NODE_CALLS: tuple[type[Call[Any]], ...] = (
     IngestOne,
     IngestMany,
     Query,
+    Search,
     Get,
     Delete,
     ListRecords,

@@ -60,6 +60,21 @@ class Node(Protocol):
         """The ``top_k`` records nearest to ``vector`` or to ``text`` embedded, best first."""
         ...
 
+    def search(
+        self,
+        text: str,
+        top_k: int,
+        filter: Mapping[str, Any] | None,
+        namespace: str | None,
+        mode: str,
+        vector: Sequence[float] | None = None,
+        caller: Caller | None = None,
+    ) -> list[QueryResult]:
+        """Hybrid search: vector and keyword (BM25) channels fused, each hit saying what each
+        channel contributed; ``mode`` is ``hybrid``, ``vector`` or ``keyword``. ``vector`` is
+        the text already embedded with the canonical model (else the node embeds it)."""
+        ...
+
     def get(self, cid: str, namespace: str | None, caller: Caller | None = None) -> Record | None:
         """The record, or ``None``; with no namespace, any copy the caller may read."""
         ...

@@ -92,6 +92,31 @@ class QueryResponse(_Wire):
     error: str | None = None
 
 
+class SearchRequest(LegacyFields):
+    """``POST /search``: hybrid search in the shape of the seed's memory server."""
+
+    query: str = Field(min_length=1, max_length=_LIMITS.max_text_chars)
+    limit: int = Field(default=10, ge=1, le=_LIMITS.max_top_k)
+    filters: dict[str, Any] | None = None
+    namespace: str | None = None
+    mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
+    query_vector: list[float] | None = None  # the query already embedded (a gateway does it once)
+
+
+class ChannelScore(_Wire):
+    rank: int
+    score: float
+
+
+class SearchHit(QueryHit):
+    channels: dict[str, ChannelScore]  # what each channel (vector, keyword) contributed
+
+
+class SearchResponse(_Wire):
+    results: list[SearchHit] = Field(default_factory=list)
+    latency_ms: float = 0.0
+
+
 class ChallengeRequest(LegacyFields):
     cid: str
     validator_hotkey_hex: str | None = None  # sent by the original validators; unused

@@ -41,6 +41,7 @@ def main() -> None:
 for _command in (
     records.ingest,
     records.query,
+    records.search,
     records.get,
     records.delete,
     records.status,

@@ -277,6 +277,56 @@ def query(
     out.print(table)
 
 
+def search(
+    text: Annotated[str, typer.Argument(help="what to search for, by meaning and by words")],
+    mode: Annotated[
+        str, typer.Option("--mode", help="hybrid (both channels), vector or keyword")
+    ] = "hybrid",
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="how many results")] = 5,
+    filter: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help='metadata filter as a JSON object, e.g. \'{"lang": "en"}\'',
+            show_default=False,
+        ),
+    ] = None,
+    namespace: NamespaceOption = None,
+    url: UrlOption = None,
+    home: HomeOption = None,
+    wallet: SignerOption = None,
+    wallet_path: WalletPathOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Hybrid search for TEXT: nearest in meaning and matching its words, fused, best first."""
+    where = _parse_filter(filter)
+    with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
+        results = client.search(text, top_k=top_k, filter=where, namespace=namespace, mode=mode)
+    if json_output:
+        print_json([r.to_dict() for r in results])
+        return
+    out = stdout()
+    if not results:
+        out.print("[dim]no results[/]")
+        return
+    table = Table(caption="rank in each channel: v vector, k keyword", caption_justify="left")
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("v", justify="right", no_wrap=True)
+    table.add_column("k", justify="right", no_wrap=True)
+    table.add_column("cid", no_wrap=True)
+    table.add_column("text")
+    for r in results:
+        ranks = {c: str(int(v["rank"])) for c, v in (r.channels or {}).items()}
+        table.add_row(
+            f"{r.score:.3f}",
+            ranks.get("vector", "-"),
+            ranks.get("keyword", "-"),
+            escape(_short_cid(r.cid)),
+            escape(_excerpt(r.text)),
+        )
+    out.print(table)
+
+
 def get(
     cid: CidArgument,
     namespace: NamespaceOption = None,

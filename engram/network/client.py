@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -29,6 +29,7 @@ from engram.api.calls import (
     Get,
     ListRecords,
     Query,
+    Search,
     SetGrant,
     Stats,
     split_batch,
@@ -321,6 +322,33 @@ class Network:
         its CID is reported as failed and its hits are dropped.
         """
         call = Query(None, list(vector), top_k, filter, namespace, include_embedding or verify)
+        return await self._merged(call, top_k, include_embedding, verify)
+
+    async def search(
+        self,
+        text: str,
+        top_k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        namespace: str | None = None,
+        mode: str = "hybrid",
+        vector: Sequence[float] | None = None,
+    ) -> tuple[list[QueryResult], ReadReport]:
+        """Hybrid search on every serving miner (the text embedded once, here), each miner's
+        fused list merged by score, each CID kept once."""
+        if vector is None and mode != "keyword":
+            vector = await self.embed_query(text)
+        call = Search(
+            text, top_k, filter, namespace, mode, None if vector is None else list(vector)
+        )
+        return await self._merged(call, top_k)
+
+    async def _merged(
+        self,
+        call: Call[list[QueryResult]],
+        top_k: int,
+        keep_embedding: bool = False,
+        verify: bool = False,
+    ) -> tuple[list[QueryResult], ReadReport]:
         report, answers = await self._scatter(await self.miners(), call)
         _raise_refusal(answers)
         failed = dict(report.failed)
@@ -338,11 +366,8 @@ class Network:
             _raise_client_error(answers)
             raise UnavailableError(f"no miner answered the query: {failed}")
         merged = sorted(best.values(), key=lambda h: (-h.score, h.cid))[:top_k]
-        if not include_embedding:
-            merged = [
-                QueryResult(h.cid, h.score, h.metadata, h.text) if h.embedding else h
-                for h in merged
-            ]
+        if not keep_embedding:
+            merged = [replace(h, embedding=None) if h.embedding else h for h in merged]
         answered = tuple(h for h in answers if h not in failed)
         return merged, ReadReport(answered, failed)
 

@@ -111,6 +111,20 @@ class NetworkNode:
         results, self.report = self.run(run(), caller)
         return results
 
+    def search(
+        self,
+        text: str,
+        top_k: int,
+        filter: Mapping[str, Any] | None,
+        namespace: str | None,
+        mode: str,
+        vector: Sequence[float] | None = None,
+        caller: Caller | None = None,
+    ) -> list[QueryResult]:
+        search = self.network.search(text, top_k, filter, namespace, mode, vector)
+        results, self.report = self.run(search, caller)
+        return results
+
     def get(self, cid: str, namespace: str | None, caller: Caller | None = None) -> Record | None:
         record, self.report = self.run(self.network.get(cid, namespace, verify=True), caller)
         return record

@@ -29,6 +29,7 @@ from engram.records import (
     IngestItem,
     QueryResult,
     Record,
+    check_mode,
     check_namespace,
     check_text,
     prepare_records,
@@ -191,6 +192,25 @@ class LocalNode:
             self._queries += 1
             self._latencies.append(elapsed_ms)
         return results
+
+    def search(
+        self,
+        text: str,
+        top_k: int,
+        filter: Mapping[str, Any] | None,
+        namespace: str | None,
+        mode: str,
+        vector: Sequence[float] | None = None,
+        caller: Caller | None = None,
+    ) -> list[QueryResult]:
+        """Hybrid search; the text is embedded here unless ``vector`` is given, and never in
+        keyword mode, which needs no model."""
+        check_text(text, self.store.limits, required=True)
+        self._readable(caller, namespace)
+        query: Any = vector
+        if query is None and check_mode(mode) != "keyword":
+            query = self.embed_query(text)
+        return self.store.hybrid_search(text, query, top_k, filter, namespace, mode)
 
     def get(self, cid: str, namespace: str | None, caller: Caller | None = None) -> Record | None:
         if namespace is not None:

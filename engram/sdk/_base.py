@@ -34,6 +34,7 @@ from engram.api.calls import (
     ListRecords,
     Outcome,
     Query,
+    Search,
     SetGrant,
     split_batch,
 )
@@ -474,6 +475,15 @@ class ClientCore:
             require_text(text), None, top_k, filter, self._ns(namespace), include_embedding
         )
         return _single(call)
+
+    def search(self, call: Search) -> Plan[list[QueryResult]]:
+        """Hybrid search sends the query text: not for a client that seals its records."""
+        if self.sealer is not None:
+            raise InvalidRequestError(
+                "search sends the query text to the node, and sealed records' text is sealed: "
+                "use query(), which embeds the text here"
+            )
+        return self.call(call)
 
     def query_by_vector(
         self,

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from engram.api.calls import Count, Delete, Health, Stats
+from engram.api.calls import Count, Delete, Health, Search, Stats
 from engram.api.exchange import run_async
 from engram.embed import Embedder
 from engram.errors import UpstreamError
@@ -191,6 +191,18 @@ class AsyncEngramClient:
     ) -> list[QueryResult]:
         """Records nearest in meaning to ``text``, best first (cosine similarity)."""
         return await self._run(self._core.query(text, top_k, filter, namespace, include_embedding))
+
+    async def search(
+        self,
+        text: str,
+        top_k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        namespace: str | None = None,
+        mode: str = "hybrid",
+    ) -> list[QueryResult]:
+        """Hybrid search: meaning (vector) and words (BM25) fused, best first; each result's
+        ``channels`` says what each contributed. ``mode``: hybrid, vector or keyword."""
+        return await self._run(self._core.search(Search(text, top_k, filter, namespace, mode)))
 
     async def query_by_vector(
         self,

@@ -25,6 +25,7 @@ from engram.api.calls import (
     Health,
     ListRecords,
     Query,
+    Search,
     SetGrant,
     Stats,
     split_batch,
@@ -90,6 +91,19 @@ class RemoteNode:
         vec = None if vector is None else [float(x) for x in vector]
         call = Query(text, vec, top_k, filter, namespace, include_embedding)
         return self._send(call, caller)
+
+    def search(
+        self,
+        text: str,
+        top_k: int,
+        filter: Mapping[str, Any] | None,
+        namespace: str | None,
+        mode: str,
+        vector: Sequence[float] | None = None,
+        caller: Caller | None = None,
+    ) -> list[QueryResult]:
+        vec = None if vector is None else [float(x) for x in vector]
+        return self._send(Search(text, top_k, filter, namespace, mode, vec), caller)
 
     def get(self, cid: str, namespace: str | None, caller: Caller | None = None) -> Record | None:
         return self._send(Get(cid, namespace), caller)

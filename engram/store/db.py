@@ -363,12 +363,24 @@ class Database:
         rows = self.reader.execute(f"SELECT id FROM ({select}) ORDER BY id", params).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def keyword_ids(self, namespace: str, query: str, limit: int) -> list[tuple[int, float]]:
+    def keyword_ids(
+        self,
+        namespace: str,
+        query: str,
+        limit: int,
+        select: tuple[str, list[Any]] | None = None,
+    ) -> list[tuple[int, float]]:
+        """BM25 hits best first as ``(id, score)`` (higher is better), only ids ``select``
+        (a compiled filter) allows."""
+        where, params = "records_fts MATCH ? AND records.namespace=?", [query, namespace]
+        if select is not None:
+            where += f" AND records.id IN ({select[0]})"
+            params += select[1]
         rows = self.reader.execute(
             "SELECT records.id, bm25(records_fts) FROM records_fts "
             "JOIN records ON records.id = records_fts.rowid "
-            "WHERE records_fts MATCH ? AND records.namespace=? ORDER BY bm25(records_fts) LIMIT ?",
-            (query, namespace, limit),
+            f"WHERE {where} ORDER BY bm25(records_fts) LIMIT ?",
+            (*params, limit),
         ).fetchall()
         return [(r[0], -r[1]) for r in rows]
 

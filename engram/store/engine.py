@@ -29,9 +29,17 @@ import orjson
 
 from engram.config import EMBEDDING_MODEL_ID, MODEL_VERSION, Limits, StoreConfig
 from engram.errors import DimensionMismatchError, InvalidRequestError, StorageError
-from engram.records import QueryResult, Record, check_namespace, check_top_k, make_record
+from engram.records import (
+    QueryResult,
+    Record,
+    check_mode,
+    check_namespace,
+    check_top_k,
+    make_record,
+)
 from engram.store.db import Database
 from engram.store.filters import compile_filter
+from engram.store.fusion import fuse, keyword_query
 from engram.store.index import HnswIndex, normalize
 
 log = logging.getLogger(__name__)
@@ -310,19 +318,58 @@ class Store:
             scores, ids = self._unfiltered(space, query, top_k)
         return self._hydrate(scores, ids, include_embedding)
 
-    def keyword_search(
-        self, query: str, top_k: int = 10, namespace: str | None = None
+    def hybrid_search(
+        self,
+        text: str | None,
+        vector: Any,
+        top_k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        namespace: str | None = None,
+        mode: str = "hybrid",
     ) -> builtins.list[QueryResult]:
-        """Full-text (FTS5, BM25) search over record text; scores are BM25, higher is better."""
+        """Vector and keyword (BM25, OR semantics) channels fused into one ranking.
+
+        ``mode`` picks the channels: ``hybrid`` needs ``text`` and ``vector``,
+        ``vector`` only the vector, ``keyword`` only the text. The filter applies
+        inside each channel before it is cut to ``search_candidates``, so it
+        never costs recall. Each hit carries every channel's rank and score.
+        """
         top_k = check_top_k(top_k, self.limits)
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidRequestError("keyword query must be a non-empty string")
-        phrase = '"' + query.replace('"', '""') + '"'
-        hits = self.db.keyword_ids(check_namespace(namespace, self.limits), phrase, top_k)
+        namespace = check_namespace(namespace, self.limits)
+        mode = check_mode(mode)
+        select = compile_filter(filter, namespace) if filter else None
+        if namespace not in self._spaces and not self.db.count(namespace):
+            return []
+        depth = max(top_k, self.config.search_candidates)
+        channels: dict[str, builtins.list[tuple[int, float]]] = {}
+        if mode != "keyword":
+            query = self._query_vector(vector)
+            space = self._space(namespace)
+            if select is not None:
+                scores, ids = self._filtered(space, query, depth, self.db.filter_ids(*select))
+            else:
+                scores, ids = self._unfiltered(space, query, depth)
+            channels["vector"] = list(zip(ids.tolist(), scores.tolist(), strict=True))
+        if mode != "vector":
+            if not isinstance(text, str) or not text.strip():
+                raise InvalidRequestError("keyword search needs query text")
+            match = keyword_query(text)
+            channels["keyword"] = (
+                self.db.keyword_ids(namespace, match, depth, select) if match else []
+            )
+        weights = {
+            "vector": self.config.search_vector_weight,
+            "keyword": self.config.search_keyword_weight,
+        }
+        fused = fuse(channels, weights, self.config.search_fusion)[:top_k]
         return self._hydrate(
-            np.array([h[1] for h in hits], dtype=np.float32),
-            np.array([h[0] for h in hits], dtype=np.int64),
+            np.array([f.score for f in fused], dtype=np.float64),
+            np.array([f.row for f in fused], dtype=np.int64),
             clip=False,
+            channels=[
+                {c: {"rank": rank, "score": score} for c, (rank, score) in f.channels.items()}
+                for f in fused
+            ],
         )
 
     def _query_vector(self, vector: Any) -> np.ndarray:
@@ -400,6 +447,7 @@ class Store:
         ids: np.ndarray,
         include_embedding: bool = False,
         clip: bool = True,
+        channels: Sequence[dict[str, dict[str, float]]] | None = None,
     ) -> builtins.list[QueryResult]:
         if len(ids) == 0:
             return []
@@ -414,7 +462,7 @@ class Store:
                 self._rows.put_many(fetched)
                 rows.update(fetched)
         results = []
-        for score, rowid in zip(scores.tolist(), ids.tolist(), strict=True):
+        for i, (score, rowid) in enumerate(zip(scores.tolist(), ids.tolist(), strict=True)):
             row = rows.get(rowid)
             if row is None:  # deleted between search and read
                 continue
@@ -428,6 +476,7 @@ class Store:
                     embedding=np.frombuffer(embedding, "<f4").tolist()
                     if include_embedding and embedding is not None
                     else None,
+                    channels=None if channels is None else channels[i],
                 )
             )
         return results

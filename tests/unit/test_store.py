@@ -277,8 +277,9 @@ def test_store_rejects_bad_vectors(store: Store) -> None:
 
 def test_store_keyword_search(store: Store) -> None:
     _fill(store, unit_vectors(20))
-    hits = store.keyword_search("number 13")
+    hits = store.hybrid_search("number 13", None, mode="keyword")
     assert hits and hits[0].text == "text number 13"
+    assert hits[0].channels is not None and hits[0].channels["keyword"]["rank"] == 1
 
 
 def test_store_recovers_from_missing_or_stray_index_files(tmp_path: Path) -> None:
