@@ -451,7 +451,9 @@ def test_sdk_timeout_is_upstream_timeout(http_harness: Harness) -> None:
     url = http_harness.serve(_scripted_app({"GET /stats": [(200, 0.3)]}, hits))
     with pytest.raises(UpstreamTimeoutError, match=r"within 0\.1s"):
         http_harness.client(url=url, timeout_s=0.1, retries=0).stats()
-    assert hits["GET /stats"] == 1
+    # retries=0: never a second attempt (on a loaded machine the first may time out before
+    # the server even counts it)
+    assert hits["GET /stats"] <= 1
 
 
 def test_sdk_health_reports_a_starting_node(http_harness: Harness) -> None:
