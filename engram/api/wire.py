@@ -211,17 +211,6 @@ class HealthResponse(_Wire):
     version: str
 
 
-class StatsResponse(_Wire):
-    version: str
-    uptime_s: float
-    records: int
-    namespaces: dict[str, int]
-    queries_served: int
-    query_latency_p50_ms: float | None
-    query_latency_p99_ms: float | None
-    index: dict[str, dict[str, int]]
-
-
 class GrantRequest(_Wire):
     hotkey: str = Field(max_length=64)
     permission: Permission
@@ -237,8 +226,3 @@ class NamespaceInfo(_Wire):
     owner: str | None  # None: a public namespace
     private: bool
     grants: list[GrantOut]  # shown to the owner only
-
-
-class ErrorBody(_Wire):
-    error: str
-    code: str
