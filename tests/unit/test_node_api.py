@@ -86,3 +86,28 @@ def test_node_api_routes_mounted(kind: str, tmp_path: Path) -> None:
     for operation, routes in ROUTES.items():
         for route in routes:
             assert route in served, f"the {kind} does not serve {route} (Node.{operation})"
+
+
+# The SDK method that exposes each operation (the twins may name it for their users).
+SDK_METHODS = {
+    "ingest": "batch_ingest",
+    "query": "query",
+    "search": "search",
+    "get": "get",
+    "delete": "delete",
+    "list": "list",
+    "count": "count",
+    "stats": "stats",
+    "health": "health",
+    "set_grant": "grant",
+    "describe_namespace": "namespace_info",
+}
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_node_api_operation_reaches_both_sdk_twins(operation: str) -> None:
+    from engram.sdk import AsyncEngramClient, EngramClient
+
+    assert operation in SDK_METHODS, f"no SDK method exposes Node.{operation}"
+    for twin in (EngramClient, AsyncEngramClient):
+        assert hasattr(twin, SDK_METHODS[operation]), f"{twin.__name__} lacks Node.{operation}"
