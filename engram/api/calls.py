@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import numpy as np
@@ -253,7 +253,16 @@ class IngestOne(Call[str]):
         return _written(self._stored(node, caller), replicated)
 
 
-Outcome = tuple[str | None, str | None]  # (cid, error message) of one batch item
+class Outcome(NamedTuple):
+    """One batch item's fate: its CID, or why it failed (message and error code)."""
+
+    cid: str | None
+    error: str | None = None
+    code: str | None = None  # the error's code (see engram.errors), when the node sent one
+
+    @classmethod
+    def failed(cls, error: EngramError) -> Outcome:
+        return cls(None, error.message, error.code)
 
 
 @dataclass(frozen=True)
@@ -284,15 +293,16 @@ class IngestMany(Call[list[Outcome]]):
 
     def parse(self, body: Any) -> list[Outcome]:
         cids, errors = body["cids"], body["errors"]
-        if len(cids) != len(self.items) or len(errors) != len(self.items):
+        codes = body.get("codes") or [None] * len(cids)  # older nodes send no codes
+        if not len(cids) == len(errors) == len(codes) == len(self.items):
             raise UpstreamError(
                 f"the node answered {len(cids)} results for a batch of {len(self.items)}"
             )
-        return list(zip(cids, errors, strict=True))
+        return [Outcome(*o) for o in zip(cids, errors, codes, strict=True)]
 
     def local(self, node: Node, caller: Caller | None = None) -> list[Outcome]:
         return [
-            (None, o.message) if isinstance(o, EngramError) else (o.cid, None)
+            Outcome.failed(o) if isinstance(o, EngramError) else Outcome(o.cid)
             for o in node.ingest(self.items, caller)
         ]
 
@@ -321,6 +331,7 @@ class IngestMany(Call[list[Outcome]]):
         answer: dict[str, Any] = {
             "cids": [o.cid if isinstance(o, Stored) else None for o in done],
             "errors": [o.message if isinstance(o, EngramError) else None for o in done],
+            "codes": [o.code if isinstance(o, EngramError) else None for o in done],
         }
         if replicated:
             answer["replicas"] = [list(o.replicas) if isinstance(o, Stored) else [] for o in done]

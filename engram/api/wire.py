@@ -63,6 +63,7 @@ class BatchIngestRequest(_Wire):
 class BatchIngestResponse(_Wire):
     cids: list[str | None]
     errors: list[str | None]
+    codes: list[str | None] | None = None  # each failure's error code (older nodes omit it)
 
 
 class GatewayBatchIngestResponse(BatchIngestResponse):

@@ -28,6 +28,7 @@ from engram.api.calls import (
     DescribeNamespace,
     Get,
     ListRecords,
+    Outcome,
     Query,
     Search,
     SetGrant,
@@ -96,6 +97,7 @@ class WriteReport:
     acked: tuple[str, ...] = ()
     failed: Mapping[str, str] = field(default_factory=dict)
     error: str | None = None  # the item was invalid, or the quorum was not met
+    code: str | None = None  # a missed quorum's one error code, when every refusal agreed
 
     @property
     def ok(self) -> bool:
@@ -218,12 +220,14 @@ class Network:
         )
         acked: list[list[str]] = [[] for _ in records]
         failed: list[dict[str, str]] = [{} for _ in records]
+        codes: list[set[str | None]] = [set() for _ in records]
         for (hotkey, idx), outcomes in zip(by_miner.items(), answers, strict=True):
-            for i, (cid, error) in zip(idx, outcomes, strict=True):
+            for i, (cid, error, code) in zip(idx, outcomes, strict=True):
                 if cid == records[i].cid:
                     acked[i].append(hotkey)
                 else:
                     failed[i][hotkey] = error or f"stored it under {cid}, not {records[i].cid}"
+                    codes[i].add(code)
         reports = []
         for i, record in enumerate(records):
             replicas = tuple(n.hotkey for n in routes[i])
@@ -235,24 +239,25 @@ class Network:
                     f"write quorum not met: {len(acked[i])} of {len(replicas)} replicas "
                     f"acknowledged, {quorum} needed ({'; '.join(failed[i].values())})"
                 )
+            (code,) = codes[i] if not ok and len(codes[i]) == 1 else (None,)
             reports.append(
-                WriteReport(record.cid, replicas, tuple(acked[i]), dict(failed[i]), shortfall)
+                WriteReport(record.cid, replicas, tuple(acked[i]), dict(failed[i]), shortfall, code)
             )
         return reports
 
-    async def put(self, miner: Neuron, records: Sequence[Record]) -> list[tuple[str | None, str]]:
-        """Store exactly these records on one miner; (cid, error) per record, never raises."""
-        outcomes: list[tuple[str | None, str]] = [(None, "not sent")] * len(records)
+    async def put(self, miner: Neuron, records: Sequence[Record]) -> list[Outcome]:
+        """Store exactly these records on one miner; an outcome per record, never raises."""
+        outcomes = [Outcome(None, "not sent")] * len(records)
         chunks, rejected = split_batch(store_records(records).items, HTTP_BATCH_LIMITS)
         for i, reason in rejected:
-            outcomes[i] = (None, reason)
+            outcomes[i] = Outcome(None, reason)
         for indices, call in chunks:
             try:
                 answer = await self._call(miner, call, self._write)
             except EngramError as exc:
-                answer = [(None, _reason(exc))] * len(indices)
-            for i, (cid, error) in zip(indices, answer, strict=True):
-                outcomes[i] = (cid, error or "")
+                answer = [Outcome.failed(exc)] * len(indices)
+            for i, outcome in zip(indices, answer, strict=True):
+                outcomes[i] = outcome
         return outcomes
 
     async def delete(self, cid: str, namespace: str | None) -> ReadReport:

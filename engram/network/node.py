@@ -21,7 +21,7 @@ from engram.api.node import IngestOutcome, Node, Stored
 from engram.chain import Chain, open_chain
 from engram.config import NetworkConfig
 from engram.embed import Embedder
-from engram.errors import EngramError, InvalidRequestError, QuorumError
+from engram.errors import EngramError, InvalidRequestError, QuorumError, error_from_wire
 from engram.network.client import Network, ReadReport, WriteReport, with_namespace_key
 from engram.records import IngestItem, QueryResult, Record
 from engram.security.access import Caller, Permission
@@ -192,7 +192,13 @@ def _stored(outcome: WriteReport | EngramError) -> IngestOutcome:
     if isinstance(outcome, EngramError):
         return outcome
     if not outcome.ok or outcome.cid is None:
-        return QuorumError(outcome.error or "write quorum not met")
+        message = outcome.error or "write quorum not met"
+        if outcome.code is not None:  # the quorum failed, every refusal with the same error
+            reason = next(iter(outcome.failed.values()), message)
+            refusal = error_from_wire(0, {"error": reason, "code": outcome.code})
+            if 400 <= refusal.status < 500:
+                return refusal  # the caller's error, not the network's
+        return QuorumError(message)
     return Stored(outcome.cid, tuple(outcome.acked))
 
 

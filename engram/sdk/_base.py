@@ -374,13 +374,13 @@ class ClientCore:
 
     def _send_items(self, items: Sequence[IngestItem]) -> Plan[list[Outcome]]:
         """Valid items in as few calls as the transport allows; outcomes in input order."""
-        outcomes: list[Outcome] = [(None, None)] * len(items)
+        outcomes: list[Outcome] = [Outcome(None)] * len(items)
         if self.sealer is not None:
             sealed = self.sealer.seal_items(items)
             kept = [i for i, s in enumerate(sealed) if not isinstance(s, EngramError)]
             for i, s in enumerate(sealed):
                 if isinstance(s, EngramError):
-                    outcomes[i] = (None, s.message)
+                    outcomes[i] = Outcome.failed(s)
             sent = yield from self._send_plain([sealed[i] for i in kept])  # type: ignore[misc]
             for i, outcome in zip(kept, sent, strict=True):
                 outcomes[i] = outcome
@@ -388,10 +388,10 @@ class ClientCore:
         return (yield from self._send_plain(items))
 
     def _send_plain(self, items: Sequence[IngestItem]) -> Plan[list[Outcome]]:
-        outcomes: list[Outcome] = [(None, None)] * len(items)
+        outcomes: list[Outcome] = [Outcome(None)] * len(items)
         chunks, rejected = split_batch(items, self.limits)
         for i, error in rejected:
-            outcomes[i] = (None, error)
+            outcomes[i] = Outcome(None, error)
         for indices, call in chunks:
             results = yield call
             for i, outcome in zip(indices, results, strict=True):
@@ -409,13 +409,13 @@ class ClientCore:
             try:
                 valid.append(ingest_item(raw, namespace))
                 slots.append(i)
-                outcomes.append((None, None))
+                outcomes.append(Outcome(None))
             except EngramError as exc:
-                outcomes.append((None, exc.message))
+                outcomes.append(Outcome.failed(exc))
         sent = yield from self._send_items(valid)
         for slot, outcome in zip(slots, sent, strict=True):
             outcomes[slot] = outcome
-        return BatchResult(cids=[c for c, _ in outcomes], errors=[e for _, e in outcomes])
+        return BatchResult(cids=[o.cid for o in outcomes], errors=[o.error for o in outcomes])
 
     def batch_ingest_file(
         self, lines: LineSource, namespace: str | None, batch_size: int
@@ -432,7 +432,7 @@ class ClientCore:
 
         def flush() -> Plan[None]:
             outcomes = yield from self._send_items([item for _, item in batch])
-            for (line_no, _), (cid, error) in zip(batch, outcomes, strict=True):
+            for (line_no, _), (cid, error, _code) in zip(batch, outcomes, strict=True):
                 if cid is None:
                     report.errors.append((line_no, error or "not stored"))
                 else:

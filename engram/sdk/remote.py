@@ -33,7 +33,7 @@ from engram.api.calls import (
 from engram.api.exchange import exchange, perform_sync, run_sync
 from engram.api.node import IngestOutcome, Node, Stored
 from engram.config import ClientConfig
-from engram.errors import EngramError, InvalidRequestError
+from engram.errors import EngramError, InvalidRequestError, error_from_wire
 from engram.records import IngestItem, QueryResult, Record
 from engram.security.access import Caller, Permission
 from engram.security.signing import HotkeyAuth, Signer
@@ -74,8 +74,9 @@ class RemoteNode:
             outcomes[i] = InvalidRequestError(reason)
         for indices, call in chunks:
             answer = self._send(call, caller)
-            for i, (cid, error) in zip(indices, answer, strict=True):
-                outcomes[i] = Stored(cid) if cid is not None else EngramError(error or "")
+            for i, (cid, error, code) in zip(indices, answer, strict=True):
+                failure = error_from_wire(0, {"error": error or "not stored", "code": code})
+                outcomes[i] = Stored(cid) if cid is not None else failure
         return outcomes
 
     def query(

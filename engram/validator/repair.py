@@ -145,7 +145,7 @@ class Repairer:
         acked: set[tuple[str, str]] = set()
         failed = 0
         for hotkey, outcomes in zip(hotkeys, answers, strict=True):
-            for record, (cid, error) in zip(copies[hotkey], outcomes, strict=True):
+            for record, (cid, error, _code) in zip(copies[hotkey], outcomes, strict=True):
                 if cid == record.cid:
                     acked.add((record.cid, hotkey))
                 else:
