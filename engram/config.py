@@ -121,7 +121,8 @@ class StoreConfig:
         default="relative",
         metadata={
             "help": "how hybrid search fuses its channels: relative (min-max normalised "
-            "scores, weighted) or rrf (reciprocal rank, k = 60)"
+            "scores, weighted; measured best), rrf (reciprocal rank, k = 60) or dbsf "
+            "(scores scaled by mean and standard deviation)"
         },
     )
     search_vector_weight: float = field(
