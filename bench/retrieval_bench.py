@@ -15,7 +15,8 @@ and scored on the first 5 / 10 / 25 results: recall@k = |evidence ∩ dia_ids| /
 Each configuration is one mode (vector / keyword / hybrid) with one search
 setting: the fusion method, the channel weights, the candidate depth (the
 ``search_*`` fields of ``StoreConfig``) and whether the keyword query drops
-English stop words. Settings apply at query time, so every configuration runs
+English stop words. The text index stems words (SQLite's Porter tokenizer)
+in every configuration. Settings apply at query time, so every configuration runs
 over the same store. Nothing here knows anything about individual questions.
 
 Latency: ``--latency-n`` synthetic records (generated sentences with clustered
@@ -75,19 +76,15 @@ class Setting:
     idea: str
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     stop_words: bool | None = None  # None: the library default
-    stems: bool | None = None  # None: the library default
 
     def describe(self) -> str:
         parts = [f"{k.removeprefix('search_')}={v}" for k, v in self.config.items()]
-        for name in ("stop_words", "stems"):
-            if getattr(self, name) is not None:
-                parts.append(f"{name}={'on' if getattr(self, name) else 'off'}")
+        if self.stop_words is not None:
+            parts.append(f"stop_words={'on' if self.stop_words else 'off'}")
         return ", ".join(parts) or "defaults"
 
     def query_options(self) -> dict[str, bool]:
-        return {
-            n: getattr(self, n) for n in ("stop_words", "stems") if getattr(self, n) is not None
-        }
+        return {} if self.stop_words is None else {"stop_words": self.stop_words}
 
 
 def settings() -> list[Setting]:
@@ -150,51 +147,10 @@ def settings() -> list[Setting]:
                 stop_words=True,
             )
         )
-    # Everything above measures the keyword query without stems, so each idea is seen alone.
-    out = [dataclasses.replace(x, stems=False) if x.mode != "vector" else x for x in out]
-    out += [
-        Setting("keyword, stop words, stems", "keyword", "stems", stop_words=True, stems=True),
-        Setting(
-            "hybrid relative 0.5/0.5, stop words, stems",
-            "hybrid",
-            "stems",
-            {"search_fusion": "relative"},
-            stop_words=True,
-            stems=True,
-        ),
-        Setting(
-            "hybrid relative 0.4/0.6, stop words, stems",
-            "hybrid",
-            "stems",
-            {
-                "search_fusion": "relative",
-                "search_vector_weight": 0.4,
-                "search_keyword_weight": 0.6,
-            },
-            stop_words=True,
-            stems=True,
-        ),
-    ]
-    for vw, depth in ((0.3, 50), (0.4, 25), (0.4, 100)):
-        out.append(
-            Setting(
-                f"hybrid relative {vw:.1f}/{1 - vw:.1f}, stop words, stems, {depth} candidates",
-                "hybrid",
-                "stems",
-                {
-                    "search_fusion": "relative",
-                    "search_vector_weight": vw,
-                    "search_keyword_weight": round(1 - vw, 2),
-                    "search_candidates": depth,
-                },
-                stop_words=True,
-                stems=True,
-            )
-        )
     for vw in (0.4, 0.5, 0.6):
         out.append(
             Setting(
-                f"hybrid dbsf {vw:.1f}/{1 - vw:.1f}, stop words, stems",
+                f"hybrid dbsf {vw:.1f}/{1 - vw:.1f}, stop words dropped",
                 "hybrid",
                 "dbsf",
                 {
@@ -203,7 +159,6 @@ def settings() -> list[Setting]:
                     "search_keyword_weight": round(1 - vw, 2),
                 },
                 stop_words=True,
-                stems=True,
             )
         )
     out.append(Setting("hybrid (library defaults)", "hybrid", "default"))

@@ -138,6 +138,18 @@ def m004_namespace_keys(conn: sqlite3.Connection) -> None:
     )
 
 
+@_MIGRATIONS
+def m005_stemmed_text(conn: sqlite3.Connection) -> None:
+    """Full text indexed by word stem (SQLite's Porter tokenizer), so "painted" finds
+    "painting": rebuilt from the records' text."""
+    conn.execute("DROP TABLE IF EXISTS records_fts")
+    conn.execute(
+        "CREATE VIRTUAL TABLE records_fts USING fts5("
+        "text, content='records', content_rowid='id', tokenize='porter unicode61')"
+    )
+    conn.execute("INSERT INTO records_fts(records_fts) VALUES ('rebuild')")
+
+
 _RECORD_COLUMNS = "id, cid, embedding, metadata, text, namespace, model_version"
 
 

@@ -53,53 +53,20 @@ STOP_WORDS = frozenset((
 # fmt: on
 
 
-# Longest first; "ies"/"ied" keep their "i" ("parties" -> "parti", as "partied").
-_SUFFIXES = (("ing", 3), ("ies", 2), ("ied", 2), ("es", 2), ("ed", 2), ("ly", 2), ("s", 1))
-_VOWELS = frozenset("aeiouy")
-
-
-def stem(word: str) -> str | None:
-    """A prefix that catches ``word``'s inflections ("painted" -> "paint"), or ``None``.
-
-    A light suffix strip, not a full stemmer: one inflectional suffix, a final
-    "e" or "y" and a doubled last consonant go ("baking" -> "bak", "running" ->
-    "run"); words shorter than five letters, without a vowel left, or not
-    ASCII letters are kept whole (``None``).
-    """
-    if len(word) < 5 or not word.isascii() or not word.isalpha():
-        return None
-    base = word
-    for suffix, cut in _SUFFIXES:
-        if base.endswith(suffix) and not base.endswith("ss"):
-            base = base[:-cut]
-            break
-    if base[-1] == "e" and len(base) > 4:
-        base = base[:-1]
-    if len(base) > 3 and base[-1] == base[-2] and base[-1] not in _VOWELS | {"l", "s"}:
-        base = base[:-1]
-    if len(base) < 4 or not _VOWELS & set(base[:-1] or base):
-        return None
-    return base
-
-
-def keyword_query(text: str, stop_words: bool = True, stems: bool = True) -> str | None:
+def keyword_query(text: str, stop_words: bool = True) -> str | None:
     """An FTS5 query with OR semantics over the words of ``text``; ``None`` if it has none.
 
     Every word is quoted, so nothing the user types is read as FTS syntax
     (``"``, ``*``, ``NEAR``, ``-``, ``:``, ``AND``...). With ``stop_words``
     (the default) English function words (:data:`STOP_WORDS`) are dropped,
-    unless the text has no other word: "what did she do" still searches. With
-    ``stems`` (the default) a word with a :func:`stem` is searched as that prefix
-    (``"paint"*``), so "painted" also finds "painting".
+    unless the text has no other word: "what did she do" still searches. The
+    index stems words (SQLite's Porter tokenizer), and so does the query, so
+    "painted" also finds "painting".
     """
     words = list(dict.fromkeys(w.lower() for w in _TOKEN.findall(text)))
     if stop_words:
         words = [w for w in words if w not in STOP_WORDS] or words
-    terms = []
-    for w in words:
-        base = stem(w) if stems else None
-        terms.append(f'"{base}"*' if base else f'"{w}"')
-    return " OR ".join(dict.fromkeys(terms)) or None
+    return " OR ".join(f'"{w}"' for w in words) or None
 
 
 @dataclass(frozen=True)

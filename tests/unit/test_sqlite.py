@@ -32,6 +32,7 @@ STORE_MIGRATIONS = [
     "m002_record_fields",
     "m003_writers_and_owners",
     "m004_namespace_keys",
+    "m005_stemmed_text",
 ]
 
 
