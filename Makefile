@@ -39,3 +39,4 @@ bench: setup
 	$(BIN)/python bench/store_bench.py --json bench/results/store_bench.json
 	$(BIN)/python bench/miner_bench.py --json bench/results/miner_bench.json
 	$(BIN)/python bench/embed_bench.py --json bench/results/embed_bench.json
+	$(BIN)/python bench/retrieval_bench.py --json bench/results/retrieval_bench.json

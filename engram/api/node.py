@@ -6,9 +6,10 @@ this process (:class:`engram.node.local.LocalNode`), the whole network
 (:class:`engram.sdk.remote.RemoteNode`). Each implements :class:`Node`; one
 router (:mod:`engram.server.routes`) serves any of them over HTTP, and the SDK's
 calls (:mod:`engram.api.calls`) run against any of them. Adding an operation
-means: a method here, its wire message, its call, the implementations, one
-route, and one line per SDK twin; ``tests/unit/test_node_api.py`` fails until
-every one of those is there.
+means: a method here, its wire message, its call (which names its route), the
+implementations, and one line per SDK twin; ``tests/unit/test_node_api.py``
+fails until every one of those is there, and mypy checks each implementation
+against this protocol.
 
 ``caller`` is who a server acts for (a verified hotkey, or nobody); ``None``
 means the node's own identity (the operator of an embedded store, the signer
