@@ -376,16 +376,7 @@ class Query(Call[list[QueryResult]]):
         return HttpRequest("POST", "/QuerySynapse", body=to_json(doc))
 
     def parse(self, body: Any) -> list[QueryResult]:
-        return [
-            QueryResult(
-                cid=hit["cid"],
-                score=float(hit["score"]),
-                metadata=hit.get("metadata") or {},
-                text=hit.get("text"),
-                embedding=hit.get("embedding"),
-            )
-            for hit in body["results"]
-        ]
+        return _hits_from_wire(body)
 
     def local(self, node: Node, caller: Caller | None = None) -> list[QueryResult]:
         return node.query(
@@ -406,10 +397,31 @@ class Query(Call[list[QueryResult]]):
         )
 
     def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
-        started = time.perf_counter()
-        results = self.local(node, caller)
-        latency_ms = (time.perf_counter() - started) * 1000
-        return {"results": [r.to_dict() for r in results], "latency_ms": latency_ms}
+        return _hits_to_wire(self, node, caller)
+
+
+def _hits_from_wire(body: Any) -> list[QueryResult]:
+    return [
+        QueryResult(
+            cid=hit["cid"],
+            score=float(hit["score"]),
+            metadata=hit.get("metadata") or {},
+            text=hit.get("text"),
+            embedding=hit.get("embedding"),
+            channels=hit.get("channels"),
+        )
+        for hit in body["results"]
+    ]
+
+
+def _hits_to_wire(
+    call: Call[list[QueryResult]], node: Node, caller: Caller | None
+) -> dict[str, Any]:
+    """Run a query or search on a server's node: its hits, and how long the node took."""
+    started = time.perf_counter()
+    results = call.local(node, caller)
+    latency_ms = (time.perf_counter() - started) * 1000
+    return {"results": [r.to_dict() for r in results], "latency_ms": latency_ms}
 
 
 @dataclass(frozen=True)
@@ -444,16 +456,7 @@ class Search(Call[list[QueryResult]]):
         return HttpRequest("POST", "/search", body=to_json(doc))
 
     def parse(self, body: Any) -> list[QueryResult]:
-        return [
-            QueryResult(
-                cid=hit["cid"],
-                score=float(hit["score"]),
-                metadata=hit.get("metadata") or {},
-                text=hit.get("text"),
-                channels=hit.get("channels"),
-            )
-            for hit in body["results"]
-        ]
+        return _hits_from_wire(body)
 
     def local(self, node: Node, caller: Caller | None = None) -> list[QueryResult]:
         return node.search(
@@ -466,10 +469,7 @@ class Search(Call[list[QueryResult]]):
         return cls(b.query, b.limit, b.filters, b.namespace, b.mode, b.query_vector)
 
     def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
-        started = time.perf_counter()
-        results = self.local(node, caller)
-        latency_ms = (time.perf_counter() - started) * 1000
-        return {"results": [r.to_dict() for r in results], "latency_ms": latency_ms}
+        return _hits_to_wire(self, node, caller)
 
 
 def record_from_wire(doc: Mapping[str, Any]) -> Record:

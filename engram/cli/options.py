@@ -50,6 +50,15 @@ CidArgument = Annotated[str, typer.Argument(help="the record's CID")]
 PermissionOption = Annotated[
     str, typer.Option("--permission", "-p", help="read or write (write includes delete)")
 ]
+TopKOption = Annotated[int, typer.Option("--top-k", "-k", min=1, help="how many results")]
+FilterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--filter",
+        help='metadata filter as a JSON object, e.g. \'{"lang": "en"}\'',
+        show_default=False,
+    ),
+]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="print machine-readable JSON on stdout, nothing else")
 ]

@@ -24,14 +24,17 @@ from engram.cli._output import (
 from engram.cli.options import (
     CidArgument,
     Connection,
+    FilterOption,
     HomeOption,
     JsonOption,
     NamespaceOption,
     SignerOption,
+    TopKOption,
     UrlOption,
     WalletPathOption,
 )
 from engram.config import DEFAULT_NAMESPACE
+from engram.records import QueryResult
 
 CID_SHORT_HEX = 12
 EXCERPT_CHARS = 80
@@ -235,15 +238,8 @@ def ingest(
 
 def query(
     text: Annotated[str, typer.Argument(help="what to search for, by meaning")],
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="how many results")] = 5,
-    filter: Annotated[
-        str | None,
-        typer.Option(
-            "--filter",
-            help='metadata filter as a JSON object, e.g. \'{"lang": "en"}\'',
-            show_default=False,
-        ),
-    ] = None,
+    top_k: TopKOption = 5,
+    filter: FilterOption = None,
     namespace: NamespaceOption = None,
     url: UrlOption = None,
     home: HomeOption = None,
@@ -255,26 +251,7 @@ def query(
     where = _parse_filter(filter)
     with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
         results = client.query(text, top_k=top_k, filter=where, namespace=namespace)
-    if json_output:
-        print_json([r.to_dict() for r in results])
-        return
-    out = stdout()
-    if not results:
-        out.print("[dim]no results[/]")
-        return
-    table = Table(caption="CIDs are shortened; --json prints them in full", caption_justify="left")
-    table.add_column("score", justify="right", no_wrap=True)
-    table.add_column("cid", no_wrap=True)
-    table.add_column("text")
-    table.add_column("metadata")
-    for r in results:
-        table.add_row(
-            f"{r.score:.3f}",
-            escape(_short_cid(r.cid)),
-            escape(_excerpt(r.text)),
-            escape(_compact_json(r.metadata)) if r.metadata else "",
-        )
-    out.print(table)
+    _show_results(results, json_output)
 
 
 def search(
@@ -282,15 +259,8 @@ def search(
     mode: Annotated[
         str, typer.Option("--mode", help="hybrid (both channels), vector or keyword")
     ] = "hybrid",
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="how many results")] = 5,
-    filter: Annotated[
-        str | None,
-        typer.Option(
-            "--filter",
-            help='metadata filter as a JSON object, e.g. \'{"lang": "en"}\'',
-            show_default=False,
-        ),
-    ] = None,
+    top_k: TopKOption = 5,
+    filter: FilterOption = None,
     namespace: NamespaceOption = None,
     url: UrlOption = None,
     home: HomeOption = None,
@@ -302,6 +272,11 @@ def search(
     where = _parse_filter(filter)
     with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
         results = client.search(text, top_k=top_k, filter=where, namespace=namespace, mode=mode)
+    _show_results(results, json_output)
+
+
+def _show_results(results: list[QueryResult], json_output: bool) -> None:
+    """Hits as JSON, or a table; a search's hits also show their rank in each channel."""
     if json_output:
         print_json([r.to_dict() for r in results])
         return
@@ -309,20 +284,27 @@ def search(
     if not results:
         out.print("[dim]no results[/]")
         return
-    table = Table(caption="rank in each channel: v vector, k keyword", caption_justify="left")
+    channels = any(r.channels for r in results)
+    caption = "CIDs are shortened; --json prints them in full"
+    if channels:
+        caption += "; v, k: rank in the vector and keyword channels"
+    table = Table(caption=caption, caption_justify="left")
     table.add_column("score", justify="right", no_wrap=True)
-    table.add_column("v", justify="right", no_wrap=True)
-    table.add_column("k", justify="right", no_wrap=True)
+    if channels:
+        table.add_column("v", justify="right", no_wrap=True)
+        table.add_column("k", justify="right", no_wrap=True)
     table.add_column("cid", no_wrap=True)
     table.add_column("text")
+    table.add_column("metadata")
     for r in results:
         ranks = {c: str(int(v["rank"])) for c, v in (r.channels or {}).items()}
+        cells = [ranks.get("vector", "-"), ranks.get("keyword", "-")] if channels else []
         table.add_row(
             f"{r.score:.3f}",
-            ranks.get("vector", "-"),
-            ranks.get("keyword", "-"),
+            *cells,
             escape(_short_cid(r.cid)),
             escape(_excerpt(r.text)),
+            escape(_compact_json(r.metadata)) if r.metadata else "",
         )
     out.print(table)
 
