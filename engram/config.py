@@ -21,6 +21,8 @@ DEFAULT_NAMESPACE = "default"
 MODEL_VERSION = "v1"
 EMBEDDING_DIM = 384
 EMBEDDING_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+NAMESPACE_KEY_MIN_CHARS = 16  # a legacy namespace_key, as the original network required
+NAMESPACE_KEY_PBKDF2_ROUNDS = 100_000  # for a new key's stored hash (the rounds are stored too)
 
 
 def spec_version(version: str) -> int:

@@ -30,7 +30,7 @@ from typing import Any
 
 from bittensor.sp_core import ss58_decode
 
-from engram.config import DEFAULT_NAMESPACE
+from engram.config import DEFAULT_NAMESPACE, NAMESPACE_KEY_MIN_CHARS, NAMESPACE_KEY_PBKDF2_ROUNDS
 from engram.errors import (
     ForbiddenError,
     InvalidRequestError,
@@ -62,16 +62,15 @@ class Caller:
 ANONYMOUS = Caller()
 OPERATOR = Caller(operator=True)
 
-_KEY_ITERATIONS = 100_000  # PBKDF2-SHA256 rounds of a new namespace key's hash (stored with it)
-_KEY_MIN_CHARS = 16
 _KEY_CACHE = 4_096  # verified (namespace, key) digests kept, so a key costs PBKDF2 once
 
 
 def hash_namespace_key(namespace: str, key: str, salt: bytes | None = None) -> bytes:
     """``rounds (4 bytes) || salt (16) || PBKDF2-SHA256(key, namespace || salt)``."""
     salt = os.urandom(16) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha256", key.encode(), namespace.encode() + salt, _KEY_ITERATIONS)
-    return struct.pack(">I", _KEY_ITERATIONS) + salt + digest
+    rounds = NAMESPACE_KEY_PBKDF2_ROUNDS
+    digest = hashlib.pbkdf2_hmac("sha256", key.encode(), namespace.encode() + salt, rounds)
+    return struct.pack(">I", rounds) + salt + digest
 
 
 def _key_matches(namespace: str, key: str, stored: bytes) -> bool:
@@ -177,9 +176,9 @@ class NamespaceAccess:
                 f"namespace {namespace!r} is public (it already holds records written without "
                 "a key): a namespace_key can guard only a new namespace; choose another name"
             )
-        if len(key) < _KEY_MIN_CHARS:
+        if len(key) < NAMESPACE_KEY_MIN_CHARS:
             raise InvalidRequestError(
-                f"a namespace_key must be at least {_KEY_MIN_CHARS} characters"
+                f"a namespace_key must be at least {NAMESPACE_KEY_MIN_CHARS} characters"
             )
         self.db.set_namespace_key_hash(namespace, hash_namespace_key(namespace, key))
 

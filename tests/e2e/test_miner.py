@@ -167,8 +167,16 @@ def test_miner_batch_ingest_reports_errors_per_item(http: httpx.Client) -> None:
         {"text": "   ", "namespace": ns},  # blank
     ]
     out = _ok(http.post("/BatchIngestSynapse", json={"items": items}))
-    assert set(out) == {"cids", "errors"}
-    assert len(out["cids"]) == len(out["errors"]) == len(items)
+    assert set(out) == {"cids", "errors", "codes"}
+    assert len(out["cids"]) == len(out["errors"]) == len(out["codes"]) == len(items)
+    assert out["codes"] == [
+        None,
+        "invalid_request",
+        "dimension_mismatch",
+        None,
+        "payload_too_large",
+        "invalid_request",
+    ]
     for cid, error in zip(out["cids"], out["errors"], strict=True):
         assert (cid is None) != (error is None), out
     assert [e is None for e in out["errors"]] == [True, False, False, True, False, False]
