@@ -161,6 +161,29 @@ def settings() -> list[Setting]:
                 stop_words=True,
             )
         )
+    for vw, nw in (
+        (0.5, 0.1),
+        (0.5, 0.2),
+        (0.5, 0.3),
+        (0.5, 0.4),
+        (0.5, 0.5),
+        (0.4, 0.2),
+        (0.4, 0.3),
+    ):
+        out.append(
+            Setting(
+                f"hybrid relative {vw:.1f}/{1 - vw:.1f}, stop words dropped, neighbours {nw}",
+                "hybrid",
+                "neighbours",
+                {
+                    "search_fusion": "relative",
+                    "search_vector_weight": vw,
+                    "search_keyword_weight": round(1 - vw, 2),
+                    "search_neighbour_weight": nw,
+                },
+                stop_words=True,
+            )
+        )
     out.append(Setting("hybrid (library defaults)", "hybrid", "default"))
     return out
 

@@ -133,6 +133,14 @@ class StoreConfig:
     search_keyword_weight: float = field(
         default=0.5, metadata={"help": "weight of the keyword (BM25) channel in hybrid search"}
     )
+    search_neighbour_weight: float = field(
+        default=0.3,
+        metadata={
+            "help": "share of the fused score of the records written just before and after a "
+            "hit that it gains in hybrid search (conversational memory: the turns around a "
+            "match often hold the answer); 0 turns it off"
+        },
+    )
     search_candidates: int = field(
         default=50,
         metadata={"help": "hits each channel of hybrid search contributes before fusion"},

@@ -39,7 +39,7 @@ from engram.records import (
 )
 from engram.store.db import Database
 from engram.store.filters import compile_filter
-from engram.store.fusion import fuse, keyword_query
+from engram.store.fusion import fuse, keyword_query, with_neighbours
 from engram.store.index import HnswIndex, normalize
 
 log = logging.getLogger(__name__)
@@ -361,7 +361,10 @@ class Store:
             "vector": self.config.search_vector_weight,
             "keyword": self.config.search_keyword_weight,
         }
-        fused = fuse(channels, weights, self.config.search_fusion)[:top_k]
+        fused = fuse(channels, weights, self.config.search_fusion)
+        if self.config.search_neighbour_weight:
+            fused = with_neighbours(fused, self.config.search_neighbour_weight)
+        fused = fused[:top_k]
         return self._hydrate(
             np.array([f.score for f in fused], dtype=np.float64),
             np.array([f.row for f in fused], dtype=np.int64),

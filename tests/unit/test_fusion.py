@@ -7,7 +7,15 @@ import sqlite3
 import pytest
 
 from engram.errors import InvalidRequestError
-from engram.store.fusion import FUSIONS, RRF_K, STOP_WORDS, Fused, fuse, keyword_query
+from engram.store.fusion import (
+    FUSIONS,
+    RRF_K,
+    STOP_WORDS,
+    Fused,
+    fuse,
+    keyword_query,
+    with_neighbours,
+)
 
 # --- fuse ---------------------------------------------------------------------------------
 
@@ -189,3 +197,27 @@ def test_a_stem_finds_other_inflections(fts: sqlite3.Connection) -> None:
     for text in ("Who paints?", "painted", "painters' classes"):
         q = keyword_query(text)
         assert {r[0] for r in fts.execute("SELECT rowid FROM t WHERE t MATCH ?", (q,))} == {1}
+
+
+# --- neighbours -----------------------------------------------------------------------------
+
+
+def test_neighbours_lift_a_hit_written_next_to_a_strong_one() -> None:
+    fused = [Fused(10, 1.0), Fused(50, 0.6), Fused(11, 0.5)]
+    lifted = with_neighbours(fused, 0.3)
+    assert [f.row for f in lifted] == [10, 11, 50]  # 11 sits right after 10: 0.5 + 0.3
+    assert lifted[0].score == pytest.approx(1.0 + 0.3 * 0.5)
+    assert lifted[1].score == pytest.approx(0.5 + 0.3 * 1.0)
+    assert lifted[2].score == pytest.approx(0.6)  # no neighbour among the hits
+
+
+def test_neighbours_take_the_better_side_and_keep_channels() -> None:
+    fused = [Fused(5, 0.2, {"keyword": (3, 1.5)}), Fused(4, 0.9), Fused(6, 0.4)]
+    lifted = {f.row: f for f in with_neighbours(fused, 0.5)}
+    assert lifted[5].score == pytest.approx(0.2 + 0.5 * 0.9)
+    assert lifted[5].channels == {"keyword": (3, 1.5)}
+
+
+def test_neighbours_of_weight_zero_change_nothing() -> None:
+    fused = [Fused(1, 0.9), Fused(2, 0.5), Fused(7, 0.4)]
+    assert with_neighbours(fused, 0.0) == fused
