@@ -161,6 +161,13 @@ def settings() -> list[Setting]:
                 stop_words=True,
             )
         )
+    # Every idea above is measured without the neighbour lift, so each is seen alone.
+    out = [
+        dataclasses.replace(x, config={**x.config, "search_neighbour_weight": 0.0})
+        if x.mode == "hybrid"
+        else x
+        for x in out
+    ]
     for vw, nw in (
         (0.5, 0.1),
         (0.5, 0.2),

@@ -362,7 +362,7 @@ class Store:
             "keyword": self.config.search_keyword_weight,
         }
         fused = fuse(channels, weights, self.config.search_fusion)
-        if self.config.search_neighbour_weight:
+        if mode == "hybrid" and self.config.search_neighbour_weight:
             fused = with_neighbours(fused, self.config.search_neighbour_weight)
         fused = fused[:top_k]
         return self._hydrate(
