@@ -275,7 +275,7 @@ def test_store_rejects_bad_vectors(store: Store) -> None:
         store.record(unit_vectors(1)[0], deep)
 
 
-def test_store_keyword_search(store: Store) -> None:
+def test_store_keyword_mode_of_hybrid_search(store: Store) -> None:
     _fill(store, unit_vectors(20))
     hits = store.hybrid_search("number 13", None, mode="keyword")
     assert hits and hits[0].text == "text number 13"
