@@ -323,6 +323,9 @@ class GatewayConfig:
         default=8 * 1024 * 1024,
         metadata={"help": "bytes of one file (PDF, text, Markdown) uploaded in the web playground"},
     )
+    worker_threads: int = field(
+        default=32, metadata={"help": "requests served at once (each mostly waits on miners)"}
+    )
 
 
 _ENV_PREFIX = "ENGRAM_"

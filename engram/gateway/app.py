@@ -33,7 +33,6 @@ from engram.server.gate import Gate
 from engram.server.routes import NodeRoutes
 
 log = logging.getLogger("engram.gateway")
-_POOL_THREADS = 32  # requests in flight at once; each mostly waits on miners
 
 
 def _warm_up(node: NetworkNode) -> None:
@@ -58,7 +57,7 @@ def create_gateway_app(
         chain = open_chain(config.chain)
         settings = load_config(NetworkConfig, chain=config.chain, netuid=config.netuid)
         node = NetworkNode(settings, embedder, chain=chain, served=True)
-        pool = ThreadPoolExecutor(_POOL_THREADS, thread_name_prefix="engram-gateway")
+        pool = ThreadPoolExecutor(config.worker_threads, thread_name_prefix="engram-gateway")
         app.state.node, app.state.pool = node, pool
         pool.submit(_warm_up, node)
         log.info("gateway ready", extra={"chain": config.chain, "netuid": config.netuid})
