@@ -421,7 +421,8 @@ def _hits_to_wire(
     started = time.perf_counter()
     results = call.local(node, caller)
     latency_ms = (time.perf_counter() - started) * 1000
-    return {"results": [r.to_dict() for r in results], "latency_ms": latency_ms}
+    # A QueryResult is already its own wire dict: copy it rather than build it again.
+    return {"results": [dict(r) for r in results], "latency_ms": latency_ms}
 
 
 @dataclass(frozen=True)

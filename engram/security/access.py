@@ -127,10 +127,9 @@ class NamespaceAccess:
     def can(self, caller: Caller, namespace: str, permission: Permission) -> bool:
         if caller.operator:
             return True
-        stored = self.db.namespace_key_hash(namespace)
+        owner, stored = self.db.guard(namespace)
         if stored is not None:
             return self._key_opens(caller, namespace, stored)
-        owner = self.db.owner(namespace)
         if owner is None:
             return True
         if caller.hotkey is None:
@@ -169,7 +168,7 @@ class NamespaceAccess:
 
     def _claim_with_key(self, key: str, namespace: str) -> None:
         """Tie an empty, unowned namespace to ``key``; a public one refuses to be keyed."""
-        if self.db.namespace_key_hash(namespace) is not None or self.db.owner(namespace):
+        if self.db.guard(namespace) != (None, None):
             return
         if namespace == DEFAULT_NAMESPACE or self.db.count(namespace):
             raise ForbiddenError(
@@ -184,10 +183,7 @@ class NamespaceAccess:
 
     def admit_delete(self, caller: Caller, namespace: str, cid: str) -> None:
         """Private: owner or write grantee. Public: only the hotkey that wrote the record."""
-        private = (
-            self.db.owner(namespace) is not None
-            or self.db.namespace_key_hash(namespace) is not None
-        )
+        private = self.db.guard(namespace) != (None, None)
         if private:
             self.require(caller, namespace, Permission.WRITE)
         exists, writer = self.db.writer(namespace, cid)
@@ -236,9 +232,9 @@ class NamespaceAccess:
 
     def describe(self, caller: Caller, namespace: str) -> dict[str, Any]:
         """Owner and grants; a private namespace's grants are shown to its owner only."""
-        owner = self.db.owner(namespace)
+        owner, key_hash = self.db.guard(namespace)
         if owner is None:
-            keyed = self.db.namespace_key_hash(namespace) is not None
+            keyed = key_hash is not None
             if keyed:
                 self.require(caller, namespace, Permission.READ)
             return {"namespace": namespace, "owner": None, "private": keyed, "grants": []}

@@ -461,6 +461,15 @@ class Database:
         ).fetchone()
         return bytes(row[0]) if row else None
 
+    def guard(self, namespace: str) -> tuple[str | None, bytes | None]:
+        """The namespace's owner and legacy key hash, in one read: every access check needs both."""
+        owner, key_hash = self.reader.execute(
+            "SELECT (SELECT owner FROM namespace_owners WHERE namespace=?1), "
+            "(SELECT key_hash FROM namespace_keys WHERE namespace=?1)",
+            (namespace,),
+        ).fetchone()
+        return owner, None if key_hash is None else bytes(key_hash)
+
     def keyed_namespaces(self) -> set[str]:
         return {r[0] for r in self.reader.execute("SELECT namespace FROM namespace_keys")}
 
