@@ -1,8 +1,8 @@
 """One node over HTTP as a :class:`~engram.api.node.Node`, for code that wants the node API
 itself rather than the client (tools, tests, a process that relays to one miner).
 
-Each operation is its call (:mod:`engram.api.calls`) sent with the client's
-retries and error mapping; the node's caller is whoever the ``signer`` signs
+Each operation is its call (:mod:`engram.api.calls`) sent through the SDK's
+own HTTP transport (its connection pool, retries and error mapping); the node's caller is whoever the ``signer`` signs
 as, so ``caller`` arguments are refused rather than silently ignored.
 """
 
@@ -11,12 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 import numpy as np
 
-from engram._version import __version__
 from engram.api.calls import (
-    HTTP_BATCH_LIMITS,
     Call,
     Count,
     Delete,
@@ -30,13 +27,14 @@ from engram.api.calls import (
     Stats,
     split_batch,
 )
-from engram.api.exchange import exchange, perform_sync, run_sync
 from engram.api.node import IngestOutcome, Node, Stored
 from engram.config import ClientConfig
 from engram.errors import EngramError, InvalidRequestError, error_from_wire
 from engram.records import IngestItem, QueryResult, Record
+from engram.sdk._base import Target, check_url
+from engram.sdk.transports import HttpTransport
 from engram.security.access import Caller, Permission
-from engram.security.signing import HotkeyAuth, Signer
+from engram.security.signing import Signer
 
 T = TypeVar("T")
 
@@ -47,29 +45,23 @@ class RemoteNode:
     def __init__(
         self, url: str, config: ClientConfig | None = None, signer: Signer | None = None
     ) -> None:
-        self.url = url.rstrip("/")
-        self.config = config or ClientConfig()
-        self._http = httpx.Client(
-            base_url=self.url,
-            timeout=self.config.timeout_s,
-            headers={"user-agent": f"engram-sdk/{__version__}"},
-            auth=HotkeyAuth(signer) if signer is not None else None,
+        self._transport = HttpTransport(
+            Target(url=check_url(url), config=config or ClientConfig(), signer=signer)
         )
+        self.url = self._transport.url
 
     def _send(self, call: Call[T], caller: Caller | None = None) -> T:
         if caller is not None:
             raise InvalidRequestError(
                 "a remote node acts for its signer: sign with signer=..., not caller=..."
             )
-        return run_sync(
-            exchange(call, self.url, self.config), lambda step: perform_sync(self._http, step)
-        )
+        return self._transport.execute(call)
 
     def ingest(
         self, items: Sequence[IngestItem], caller: Caller | None = None
     ) -> list[IngestOutcome]:
         outcomes: list[IngestOutcome] = [EngramError("not sent")] * len(items)
-        chunks, rejected = split_batch(items, HTTP_BATCH_LIMITS)
+        chunks, rejected = split_batch(items, self._transport.limits)
         for i, reason in rejected:
             outcomes[i] = InvalidRequestError(reason)
         for indices, call in chunks:
@@ -145,7 +137,7 @@ class RemoteNode:
         return self._send(DescribeNamespace(namespace), caller)
 
     def close(self) -> None:
-        self._http.close()
+        self._transport.close()
 
 
 __all__ = ["RemoteNode"]

@@ -311,12 +311,21 @@ class Store:
         select = compile_filter(filter, namespace) if filter is not None and filter != {} else None
         if namespace not in self._spaces and not self.db.count(namespace):
             return []  # unknown namespace: no state is created for it (queries are untrusted)
+        scores, ids = self._nearest(namespace, query, top_k, select)
+        return self._hydrate(scores, ids, include_embedding)
+
+    def _nearest(
+        self,
+        namespace: str,
+        query: np.ndarray,
+        k: int,
+        select: tuple[str, builtins.list[Any]] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and row ids of the ``k`` nearest, only among ``select`` (a compiled filter)."""
         space = self._space(namespace)
         if select is not None:
-            scores, ids = self._filtered(space, query, top_k, self.db.filter_ids(*select))
-        else:
-            scores, ids = self._unfiltered(space, query, top_k)
-        return self._hydrate(scores, ids, include_embedding)
+            return self._filtered(space, query, k, self.db.filter_ids(*select))
+        return self._unfiltered(space, query, k)
 
     def hybrid_search(
         self,
@@ -343,12 +352,7 @@ class Store:
         depth = max(top_k, self.config.search_candidates)
         channels: dict[str, builtins.list[tuple[int, float]]] = {}
         if mode != "keyword":
-            query = self._query_vector(vector)
-            space = self._space(namespace)
-            if select is not None:
-                scores, ids = self._filtered(space, query, depth, self.db.filter_ids(*select))
-            else:
-                scores, ids = self._unfiltered(space, query, depth)
+            scores, ids = self._nearest(namespace, self._query_vector(vector), depth, select)
             channels["vector"] = list(zip(ids.tolist(), scores.tolist(), strict=True))
         if mode != "vector":
             if not isinstance(text, str) or not text.strip():
