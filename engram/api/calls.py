@@ -327,7 +327,7 @@ class IngestMany(Call[list[Outcome]]):
     def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
         stored = iter(node.ingest(self.items, caller))
         failed = dict(self.invalid)
-        done = [failed.get(i) or next(stored) for i in range(int(self.cost()))]
+        done = [failed.get(i) or next(stored) for i in range(len(self.items) + len(failed))]
         answer: dict[str, Any] = {
             "cids": [o.cid if isinstance(o, Stored) else None for o in done],
             "errors": [o.message if isinstance(o, EngramError) else None for o in done],
