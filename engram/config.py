@@ -148,6 +148,41 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    """The agent-memory layer (``client.memory``): duplicates, links, decay and context."""
+
+    duplicate_similarity: float = field(
+        default=0.95,
+        metadata={
+            "help": "cosine similarity at which a new memory is a near-duplicate of an active "
+            "one, which is returned instead of storing a second copy"
+        },
+    )
+    link_similarity: float = field(
+        default=0.6, metadata={"help": "cosine similarity at which a new memory links to another"}
+    )
+    max_links: int = field(default=5, metadata={"help": "similar memories a new memory links to"})
+    decay_weight: float = field(
+        default=0.3,
+        metadata={
+            "help": "share of a search score that memory strength (FSRS retrievability, with "
+            "importance as its floor) decides; 0 ranks by relevance alone"
+        },
+    )
+    search_candidates: int = field(
+        default=30, metadata={"help": "hits a memory search reranks by strength"}
+    )
+    context_candidates: int = field(
+        default=20, metadata={"help": "memories a context block is packed from"}
+    )
+    default_importance: float = field(default=0.5, metadata={"help": "importance of a memory"})
+
+
+MEMORY_STATES = ("active", "archived", "forgotten", "expired", "superseded")
+"""A memory's lifecycle: set by the caller (archived, forgotten) or by time and updates."""
+
+
+@dataclass(frozen=True)
 class ClientConfig:
     """How the SDK talks to a node over HTTP."""
 

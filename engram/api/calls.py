@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from engram.api.exchange import HttpRequest, to_json
-from engram.api.node import Node, Stored
+from engram.api.node import Lifecycle, Node, Stored
 from engram.api.wire import (
     BatchIngestRequest,
     BatchIngestResponse,
@@ -42,6 +42,8 @@ from engram.api.wire import (
     IngestRequest,
     IngestResponse,
     LegacyFields,
+    LifecycleRequest,
+    LifecycleResponse,
     ListParams,
     ListRequest,
     ListResponse,
@@ -53,6 +55,7 @@ from engram.api.wire import (
     RevokeParams,
     SearchRequest,
     SearchResponse,
+    SetLifecycleRequest,
 )
 from engram.cid import metadata_bytes, parse_cid, vector_bytes
 from engram.config import DEFAULT_NAMESPACE, MODEL_VERSION, Limits
@@ -796,6 +799,91 @@ class DescribeNamespace(Call[dict[str, Any]]):
         return self.local(node, caller)
 
 
+def _lifecycles(body: Any) -> dict[str, Lifecycle]:
+    return {
+        cid: Lifecycle(s["state"], s.get("card"), float(s["updated_at"]))
+        for cid, s in body["states"].items()
+    }
+
+
+def _lifecycles_to_wire(states: Mapping[str, Lifecycle]) -> dict[str, Any]:
+    return {
+        "states": {
+            cid: {"state": s.state, "card": s.card, "updated_at": s.updated_at}
+            for cid, s in states.items()
+        }
+    }
+
+
+@dataclass(frozen=True)
+class GetLifecycle(Call[dict[str, Lifecycle]]):
+    """The lifecycle entries (state, FSRS card) of some memories."""
+
+    operation: ClassVar[str] = "lifecycle"
+    routes: ClassVar[tuple[Route, ...]] = (
+        Route("POST", "/lifecycle", body=LifecycleRequest, response=LifecycleResponse),
+    )
+    namespace: str | None
+    cids: tuple[str, ...]
+
+    def request(self) -> HttpRequest:
+        doc = {"namespace": self.namespace, "cids": list(self.cids)}
+        return HttpRequest("POST", "/lifecycle", body=to_json(doc))
+
+    def parse(self, body: Any) -> dict[str, Lifecycle]:
+        return _lifecycles(body)
+
+    def local(self, node: Node, caller: Caller | None = None) -> dict[str, Lifecycle]:
+        return node.lifecycle(self.namespace, self.cids, caller)
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> GetLifecycle:
+        return cls(incoming.body.namespace, tuple(incoming.body.cids))
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        return _lifecycles_to_wire(self.local(node, caller))
+
+
+@dataclass(frozen=True)
+class SetLifecycle(Call[dict[str, Lifecycle]]):
+    """Archive, unarchive, forget or review (recall) some memories."""
+
+    operation: ClassVar[str] = "set_lifecycle"
+    routes: ClassVar[tuple[Route, ...]] = (
+        Route(
+            "PUT",
+            "/lifecycle",
+            Budget.INGEST,
+            body=SetLifecycleRequest,
+            response=LifecycleResponse,
+        ),
+    )
+    namespace: str | None
+    cids: tuple[str, ...]
+    action: str
+
+    def request(self) -> HttpRequest:
+        doc = {"namespace": self.namespace, "cids": list(self.cids), "action": self.action}
+        return HttpRequest("PUT", "/lifecycle", body=to_json(doc))
+
+    def parse(self, body: Any) -> dict[str, Lifecycle]:
+        return _lifecycles(body)
+
+    def local(self, node: Node, caller: Caller | None = None) -> dict[str, Lifecycle]:
+        return node.set_lifecycle(self.namespace, self.cids, self.action, caller)
+
+    @classmethod
+    def from_request(cls, incoming: Incoming) -> SetLifecycle:
+        b = incoming.body
+        return cls(b.namespace, tuple(b.cids), b.action)
+
+    def cost(self) -> float:
+        return len(self.cids)
+
+    def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
+        return _lifecycles_to_wire(self.local(node, caller))
+
+
 NODE_CALLS: tuple[type[Call[Any]], ...] = (
     IngestOne,
     IngestMany,
@@ -809,6 +897,8 @@ NODE_CALLS: tuple[type[Call[Any]], ...] = (
     Health,
     SetGrant,
     DescribeNamespace,
+    GetLifecycle,
+    SetLifecycle,
 )
 """Every call a node server answers; the router mounts each of their routes."""
 

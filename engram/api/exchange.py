@@ -41,7 +41,7 @@ _JSON_HEADERS = {"content-type": "application/json"}
 class HttpRequest:
     method: str
     path: str
-    params: dict[str, str | int] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # a list value repeats the name
     body: bytes | None = None  # JSON, already encoded
 
 

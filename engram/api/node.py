@@ -38,6 +38,19 @@ class Stored:
 
 IngestOutcome = Stored | EngramError  # an item that failed yields its error, in place
 
+LIFECYCLE_ACTIONS = ("archive", "unarchive", "forget", "review")
+"""What :meth:`Node.set_lifecycle` does to a memory; ``review`` is a recall (FSRS)."""
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """A memory's mutable state, kept beside its record: ``active``, ``archived`` or
+    ``forgotten``, and its FSRS card as JSON (``None`` until its first recall)."""
+
+    state: str = "active"
+    card: str | None = None
+    updated_at: float = 0.0
+
 
 class Node(Protocol):
     """Every operation of an Engram node. Reads never change anything."""
@@ -120,6 +133,23 @@ class Node(Protocol):
 
     def describe_namespace(self, namespace: str, caller: Caller | None = None) -> dict[str, Any]:
         """A namespace's owner (``None``: public) and, for its owner, the grants."""
+        ...
+
+    def lifecycle(
+        self, namespace: str | None, cids: Sequence[str], caller: Caller | None = None
+    ) -> dict[str, Lifecycle]:
+        """The lifecycle of the given memories that have one (never changed: absent)."""
+        ...
+
+    def set_lifecycle(
+        self,
+        namespace: str | None,
+        cids: Sequence[str],
+        action: str,
+        caller: Caller | None = None,
+    ) -> dict[str, Lifecycle]:
+        """Archive, unarchive, forget or review memories the node holds; returns what they
+        became (a CID the node does not hold is left out)."""
         ...
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engram.config import MODEL_VERSION, Limits
+from engram.memory.model import Link, Memory
 from engram.security.access import Permission
 
 _LIMITS = Limits()
@@ -227,3 +228,92 @@ class NamespaceInfo(_Wire):
     owner: str | None  # None: a public namespace
     private: bool
     grants: list[GrantOut]  # shown to the owner only
+
+
+# --- memory lifecycle (a node operation) and the memory API (docs/memory.md) -------------------
+
+_MAX_CIDS = _LIMITS.max_list_limit
+
+
+class LifecycleRequest(LegacyFields):
+    """``POST /lifecycle``: the lifecycle entries of some memories."""
+
+    namespace: str | None = None
+    cids: list[str] = Field(min_length=1, max_length=_MAX_CIDS)
+
+
+class SetLifecycleRequest(LifecycleRequest):
+    """``PUT /lifecycle``: archive, unarchive, forget or review (recall) some memories."""
+
+    action: Literal["archive", "unarchive", "forget", "review"]
+
+
+class LifecycleOut(_Wire):
+    state: str
+    card: str | None  # FSRS card JSON
+    updated_at: float
+
+
+class LifecycleResponse(_Wire):
+    states: dict[str, LifecycleOut]  # by CID; a CID the node holds no entry for is absent
+
+
+class MemoryStoreRequest(LegacyFields):
+    """``POST /store`` (also ``/memory/store``)."""
+
+    content: str = Field(min_length=1, max_length=_LIMITS.max_text_chars)
+    category: str | None = Field(default=None, min_length=1, max_length=256)
+    importance: float | None = Field(default=None, ge=0, le=1)
+    tags: list[str] = Field(default_factory=list, max_length=64)
+    source: str | None = Field(default=None, max_length=1024)
+    ttl_s: float | None = Field(default=None, gt=0)
+    namespace: str | None = None
+
+
+class MemoryUpdateRequest(LegacyFields):
+    """``POST /memory/{cid}/update``: fields left out are carried over from the old version."""
+
+    content: str = Field(min_length=1, max_length=_LIMITS.max_text_chars)
+    category: str | None = Field(default=None, min_length=1, max_length=256)
+    importance: float | None = Field(default=None, ge=0, le=1)
+    tags: list[str] | None = Field(default=None, max_length=64)
+    source: str | None = Field(default=None, max_length=1024)
+    ttl_s: float | None = Field(default=None, gt=0)
+    namespace: str | None = None
+
+
+class MemorySearchRequest(LegacyFields):
+    """``POST /memory/search``: active memories, ranked by relevance and strength."""
+
+    query: str = Field(min_length=1, max_length=_LIMITS.max_text_chars)
+    limit: int = Field(default=10, ge=1, le=_LIMITS.max_top_k)
+    filters: dict[str, Any] | None = None
+    namespace: str | None = None
+
+
+class MemoryContextRequest(LegacyFields):
+    """``POST /context``: a prompt-ready block within ``max_tokens``."""
+
+    query: str = Field(min_length=1, max_length=_LIMITS.max_text_chars)
+    max_tokens: int = Field(ge=1, le=1_000_000)
+    namespace: str | None = None
+
+
+class MemoryListParams(NamespaceParams):
+    category: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    state: Literal["all", "active", "archived", "forgotten", "expired", "superseded"] = "active"
+    limit: int = Field(default=50, ge=1, le=_LIMITS.max_list_limit)
+    offset: int = Field(default=0, ge=0)
+
+
+class MemoriesResponse(_Wire):
+    memories: list[Memory]
+
+
+class VersionsResponse(_Wire):
+    versions: list[Memory]  # oldest to newest
+
+
+class LinksResponse(_Wire):
+    links: list[Link]

@@ -27,16 +27,19 @@ from engram.api.calls import (
     Delete,
     DescribeNamespace,
     Get,
+    GetLifecycle,
     ListRecords,
     Outcome,
     Query,
     Search,
     SetGrant,
+    SetLifecycle,
     Stats,
     split_batch,
     store_records,
 )
 from engram.api.exchange import call_node
+from engram.api.node import Lifecycle
 from engram.chain.base import Chain, Metagraph, Neuron
 from engram.cid import generate_cid, verify_cid
 from engram.config import (
@@ -475,6 +478,30 @@ class Network:
         """Grant or revoke on every serving miner, so whichever replica holds a record obeys."""
         call = SetGrant(namespace, hotkey, permission, granted)
         return await self._first_answer(call, f"change the grants of {namespace!r}")
+
+    async def lifecycle(
+        self, namespace: str | None, cids: Sequence[str], action: str | None = None
+    ) -> dict[str, Lifecycle]:
+        """Read (or, with ``action``, change) memories' lifecycle on every serving miner, so
+        whichever replica holds a memory obeys; the newest entry of each CID wins."""
+        call: Call[dict[str, Lifecycle]] = (
+            GetLifecycle(namespace, tuple(cids))
+            if action is None
+            else SetLifecycle(namespace, tuple(cids), action)
+        )
+        report, answers = await self._scatter(await self.miners(), call)
+        _raise_refusal(answers)
+        newest: dict[str, Lifecycle] = {}
+        for answer in answers.values():
+            if isinstance(answer, BaseException):
+                continue
+            for cid, entry in answer.items():
+                if cid not in newest or entry.updated_at > newest[cid].updated_at:
+                    newest[cid] = entry
+        if answers and len(report.failed) == len(answers):
+            _raise_client_error(answers)
+            raise UnavailableError(f"no miner answered the lifecycle call: {report.failed}")
+        return newest
 
     async def describe(self, namespace: str) -> dict[str, Any]:
         return await self._first_answer(DescribeNamespace(namespace), f"describe {namespace!r}")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from engram._version import __version__
-from engram.api.node import IngestOutcome, Node, Stored
+from engram.api.node import IngestOutcome, Lifecycle, Node, Stored
 from engram.chain import Chain, open_chain
 from engram.config import NetworkConfig
 from engram.embed import Embedder
@@ -176,6 +176,20 @@ class NetworkNode:
 
     def describe_namespace(self, namespace: str, caller: Caller | None = None) -> dict[str, Any]:
         return self.run(self.network.describe(namespace), caller)
+
+    def lifecycle(
+        self, namespace: str | None, cids: Sequence[str], caller: Caller | None = None
+    ) -> dict[str, Lifecycle]:
+        return self.run(self.network.lifecycle(namespace, cids), caller)
+
+    def set_lifecycle(
+        self,
+        namespace: str | None,
+        cids: Sequence[str],
+        action: str,
+        caller: Caller | None = None,
+    ) -> dict[str, Lifecycle]:
+        return self.run(self.network.lifecycle(namespace, cids, action), caller)
 
     def close(self) -> None:
         try:

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engram._version import __version__
-from engram.api.node import IngestOutcome, Node, Stored
+from engram.api.node import LIFECYCLE_ACTIONS, IngestOutcome, Lifecycle, Node, Stored
 from engram.config import Limits, StoreConfig, engram_home
 from engram.embed import Embedder, get_embedder
 from engram.errors import EngramError, InvalidRequestError, NotAReplicaError, NotFoundError
+from engram.memory import decay
 from engram.network.routing import RouteCheck
 from engram.proofs import Challenge, ChallengeResponse, InclusionProof, MerkleTree, respond
 from engram.records import (
@@ -286,6 +287,46 @@ class LocalNode:
             "model": model,
             "version": __version__,
         }
+
+    # --- memory lifecycle ----------------------------------------------------------------
+
+    def lifecycle(
+        self, namespace: str | None, cids: Sequence[str], caller: Caller | None = None
+    ) -> dict[str, Lifecycle]:
+        ns = self._readable(caller, namespace)
+        return {c: Lifecycle(*row) for c, row in self.store.db.memory_states(ns, cids).items()}
+
+    def set_lifecycle(
+        self,
+        namespace: str | None,
+        cids: Sequence[str],
+        action: str,
+        caller: Caller | None = None,
+    ) -> dict[str, Lifecycle]:
+        """Change what the node holds of ``cids``; a recall (``review``) moves the FSRS card."""
+        if action not in LIFECYCLE_ACTIONS:
+            raise InvalidRequestError(f"action must be one of {', '.join(LIFECYCLE_ACTIONS)}")
+        ns = check_namespace(namespace, self.store.limits)
+        self.access.require(caller or self.caller, ns, Permission.WRITE)
+        now = time.time()
+        known = self.lifecycle(ns, cids, caller)
+        changed: dict[str, Lifecycle] = {}
+        for cid in dict.fromkeys(cids):
+            record = self.store.get(cid, ns)
+            if record is None:
+                continue
+            old = known.get(cid, Lifecycle())
+            state, card = old.state, old.card
+            if action == "review":
+                created = float(record.metadata.get("created_at") or now)
+                card = decay.review(card, created, now)
+            elif action == "forget":
+                state = "forgotten"
+            elif old.state != "forgotten":  # forgetting is final
+                state = "archived" if action == "archive" else "active"
+            self.store.db.set_memory_state(ns, cid, state, card, now)
+            changed[cid] = Lifecycle(state, card, now)
+        return changed
 
     # --- namespaces ----------------------------------------------------------------------
 

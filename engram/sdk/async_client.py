@@ -6,6 +6,7 @@ same plan from :class:`~engram.sdk._base.ClientCore`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from engram.sdk._base import (
     network_target,
     pick_signer,
 )
+from engram.sdk.memory import AsyncMemoryClient
 from engram.sdk.sealer import Sealer, sealer_for
 from engram.sdk.transports import JsonlFile, open_async_transport
 from engram.security.sealing import SealKey
@@ -132,6 +134,14 @@ class AsyncEngramClient:
     def namespace(self) -> str | None:
         """The namespace used when a call names none (``None``: the default namespace)."""
         return self._core.namespace
+
+    @functools.cached_property
+    def memory(self) -> AsyncMemoryClient:
+        """The agent-memory API (store, search, context, update, versions, forget, archive,
+        list, links) in this client's mode and namespace."""
+        return AsyncMemoryClient(
+            lambda call: self._run(self._core.call(call)), self._core.sealer is not None
+        )
 
     async def _run(self, plan: Plan[T]) -> T:
         return await run_async(plan, self._transport.execute)

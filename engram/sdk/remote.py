@@ -19,15 +19,17 @@ from engram.api.calls import (
     Delete,
     DescribeNamespace,
     Get,
+    GetLifecycle,
     Health,
     ListRecords,
     Query,
     Search,
     SetGrant,
+    SetLifecycle,
     Stats,
     split_batch,
 )
-from engram.api.node import IngestOutcome, Node, Stored
+from engram.api.node import IngestOutcome, Lifecycle, Node, Stored
 from engram.config import ClientConfig
 from engram.errors import EngramError, InvalidRequestError, error_from_wire
 from engram.records import IngestItem, QueryResult, Record
@@ -135,6 +137,20 @@ class RemoteNode:
 
     def describe_namespace(self, namespace: str, caller: Caller | None = None) -> dict[str, Any]:
         return self._send(DescribeNamespace(namespace), caller)
+
+    def lifecycle(
+        self, namespace: str | None, cids: Sequence[str], caller: Caller | None = None
+    ) -> dict[str, Lifecycle]:
+        return self._send(GetLifecycle(namespace, tuple(cids)), caller)
+
+    def set_lifecycle(
+        self,
+        namespace: str | None,
+        cids: Sequence[str],
+        action: str,
+        caller: Caller | None = None,
+    ) -> dict[str, Lifecycle]:
+        return self._send(SetLifecycle(namespace, tuple(cids), action), caller)
 
     def close(self) -> None:
         self._transport.close()

@@ -31,6 +31,7 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Query, Request, Response
 
 from engram.api.calls import NODE_CALLS, Call, Incoming, Route
+from engram.api.memory import MEMORY_CALLS
 from engram.api.node import Node
 from engram.api.wire import LegacyFields
 from engram.network.client import NAMESPACE_KEY_HEADER
@@ -95,8 +96,8 @@ class NodeRoutes:
         return caller
 
     def mount(self, app: FastAPI) -> None:
-        """Add every route of every node call to ``app``."""
-        for call in NODE_CALLS:
+        """Add every route of every node call and memory call to ``app``."""
+        for call in (*NODE_CALLS, *MEMORY_CALLS):
             for route in call.routes:
                 response = (self.replicated and route.replicated_response) or route.response
                 app.add_api_route(
@@ -106,7 +107,7 @@ class NodeRoutes:
                     response_model=response,
                     response_model_exclude_none=route.exclude_none,
                     openapi_extra=json_body_doc(route.body) if route.body is not None else None,
-                    name=f"{call.operation} ({route.method} {route.path})",
+                    name=f"{call.operation or call.__name__} ({route.method} {route.path})",
                 )
 
     def _endpoint(

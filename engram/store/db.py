@@ -150,6 +150,35 @@ def m005_stemmed_text(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO records_fts(records_fts) VALUES ('rebuild')")
 
 
+@_MIGRATIONS
+def m006_memory_states_and_list_items(conn: sqlite3.Connection) -> None:
+    """Each memory's lifecycle state and FSRS card (kept beside the record, whose CID covers
+    its content); and the items of top-level metadata lists indexed under their key, so
+    ``{"tags": "work"}`` finds a record tagged ``["work", "home"]``."""
+    for statement in (
+        """CREATE TABLE IF NOT EXISTS memory_states (
+            namespace  TEXT NOT NULL,
+            cid        TEXT NOT NULL,
+            state      TEXT NOT NULL,
+            card       TEXT,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (namespace, cid)
+        ) WITHOUT ROWID""",
+        """CREATE TRIGGER IF NOT EXISTS record_fields_list_items AFTER INSERT ON records BEGIN
+            INSERT INTO record_fields(id, namespace, key, kind, value)
+            SELECT new.id, new.namespace, f.key, i.type, i.atom
+            FROM json_each(new.metadata) f, json_each(CASE f.type WHEN 'array' THEN f.value ELSE '[]' END) i
+            WHERE f.type = 'array' AND i.type NOT IN ('array', 'object');
+        END""",
+        """INSERT INTO record_fields(id, namespace, key, kind, value)
+            SELECT r.id, r.namespace, f.key, i.type, i.atom
+            FROM records r, json_each(r.metadata) f,
+                json_each(CASE f.type WHEN 'array' THEN f.value ELSE '[]' END) i
+            WHERE f.type = 'array' AND i.type NOT IN ('array', 'object')""",
+    ):
+        conn.execute(statement)
+
+
 _RECORD_COLUMNS = "id, cid, embedding, metadata, text, namespace, model_version"
 
 
@@ -267,6 +296,7 @@ class Database:
         row = conn.execute(
             "DELETE FROM records WHERE namespace=? AND cid=? RETURNING id", (namespace, cid)
         ).fetchone()
+        conn.execute("DELETE FROM memory_states WHERE namespace=? AND cid=?", (namespace, cid))
         return row[0] if row else None
 
     def get(self, namespace: str, cid: str) -> Record | None:
@@ -395,6 +425,35 @@ class Database:
             (*params, limit),
         ).fetchall()
         return [(r[0], -r[1]) for r in rows]
+
+    # --- memory lifecycle ----------------------------------------------------------------
+
+    def memory_states(
+        self, namespace: str, cids: Sequence[str]
+    ) -> dict[str, tuple[str, str | None, float]]:
+        """(state, FSRS card JSON, when it changed) of the given CIDs that have any."""
+        out: dict[str, tuple[str, str | None, float]] = {}
+        for start in range(0, len(cids), 900):
+            chunk = list(cids[start : start + 900])
+            marks = ",".join("?" * len(chunk))
+            rows = self.reader.execute(
+                "SELECT cid, state, card, updated_at FROM memory_states "
+                f"WHERE namespace=? AND cid IN ({marks})",
+                (namespace, *chunk),
+            )
+            out.update({r[0]: (r[1], r[2], r[3]) for r in rows})
+        return out
+
+    def set_memory_state(
+        self, namespace: str, cid: str, state: str, card: str | None, updated_at: float
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO memory_states(namespace, cid, state, card, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(namespace, cid) DO UPDATE SET "
+                "state=excluded.state, card=excluded.card, updated_at=excluded.updated_at",
+                (namespace, cid, state, card, updated_at),
+            )
 
     # --- namespace owners and grants ------------------------------------------------------
 

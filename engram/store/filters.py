@@ -5,7 +5,14 @@
 
 Operators: ``$eq $ne $gt $gte $lt $lte $in $nin $and $or`` on top-level
 metadata keys. As in Chroma, ``$ne`` and ``$nin`` match only records that have
-the key. Typed values stay typed: ``1`` does not match ``"1"`` or ``true``. A
+the key. On a list field, ``$eq`` and ``$in`` match when any item does
+(``{"tags": "work"}`` finds ``["work", "home"]``).
+
+``{"$state": "active"}`` (or a list of states) keeps the memories in those
+lifecycle states (see :data:`engram.config.MEMORY_STATES`): ``forgotten`` and
+``archived`` as set on the node, else ``expired`` past their ``expires_at``,
+else ``superseded`` once a record names them in ``supersedes``, else ``active``
+(every record that is none of these). Typed values stay typed: ``1`` does not match ``"1"`` or ``true``. A
 string also matches the number it spells in JSON (``"2024"`` matches ``2024``,
 ``"0.5"`` matches ``0.5``; ``"02024"`` and ``"1e3"`` match only strings): the
 original network's clients send every filter value as a string.
@@ -15,9 +22,11 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
+from engram.config import MEMORY_STATES
 from engram.errors import InvalidFilterError
 
 _COMPARE = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
@@ -125,6 +134,57 @@ def _field(namespace: str, key: str, condition: Any) -> tuple[str, list[Any]]:
     return sql, [namespace, key, *[x for t in tests for x in t[1]]]
 
 
+def _marked(state: str) -> str:
+    return (
+        "SELECT r.id FROM records r JOIN memory_states m "
+        "ON m.namespace = r.namespace AND m.cid = r.cid "
+        f"WHERE r.namespace = ? AND m.state = '{state}'"
+    )
+
+
+_EXPIRED = (
+    "SELECT id FROM record_fields WHERE namespace = ? AND key = 'expires_at' "
+    "AND kind IN ('integer', 'real') AND value <= ?"
+)
+_SUPERSEDED = (
+    "SELECT id FROM records WHERE namespace = ? AND cid IN (SELECT value FROM record_fields "
+    "WHERE namespace = ? AND key = 'supersedes' AND kind = 'text')"
+)
+
+
+def _in_state(namespace: str, state: str, now: float) -> tuple[str, list[Any]]:
+    """Ids of the records in one lifecycle state; each state excludes those before it in
+    :data:`MEMORY_STATES`' order of precedence (forgotten, archived, expired, superseded)."""
+    tests: dict[str, tuple[str, list[Any]]] = {
+        "forgotten": (_marked("forgotten"), [namespace]),
+        "archived": (_marked("archived"), [namespace]),
+        "expired": (_EXPIRED, [namespace, now]),
+        "superseded": (_SUPERSEDED, [namespace, namespace]),
+    }
+    order = ["forgotten", "archived", "expired", "superseded"]
+    if state == "active":
+        base: tuple[str, list[Any]] = ("SELECT id FROM records WHERE namespace = ?", [namespace])
+        before = order
+    else:
+        base, before = tests[state], order[: order.index(state)]
+    sql, params = base[0], list(base[1])
+    for other in before:
+        sql += f" EXCEPT {tests[other][0]}"
+        params += tests[other][1]
+    return sql, params
+
+
+def _states(namespace: str, value: Any) -> tuple[str, list[Any]]:
+    states = [value] if isinstance(value, str) else value
+    if not isinstance(states, list) or not states or not all(s in MEMORY_STATES for s in states):
+        raise InvalidFilterError(
+            f"$state needs one of {', '.join(MEMORY_STATES)} or a non-empty list of them"
+        )
+    now = time.time()
+    parts = [_in_state(namespace, s, now) for s in dict.fromkeys(states)]
+    return _combine(parts, "UNION")
+
+
 def _combine(parts: list[tuple[str, list[Any]]], word: str) -> tuple[str, list[Any]]:
     if len(parts) == 1:
         return parts[0]
@@ -151,8 +211,10 @@ def compile_filter(
                 raise InvalidFilterError(f"{key} needs a non-empty list of filters")
             children = [compile_filter(sub, namespace, _depth + 1) for sub in value]
             parts.append(_combine(children, "INTERSECT" if key == "$and" else "UNION"))
+        elif key == "$state":
+            parts.append(_states(namespace, value))
         elif isinstance(key, str) and key.startswith("$"):
-            raise InvalidFilterError(f"unknown top-level operator {key!r}; use $and or $or")
+            raise InvalidFilterError(f"unknown top-level operator {key!r}; use $and, $or or $state")
         else:
             parts.append(_field(namespace, key, value))
     return _combine(parts, "INTERSECT")

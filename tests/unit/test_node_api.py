@@ -101,6 +101,9 @@ SDK_METHODS = {
     "health": "health",
     "set_grant": "grant",
     "describe_namespace": "namespace_info",
+    # a memory's lifecycle is changed and read through the memory API
+    "lifecycle": "memory",
+    "set_lifecycle": "memory",
 }
 
 

@@ -33,6 +33,7 @@ STORE_MIGRATIONS = [
     "m003_writers_and_owners",
     "m004_namespace_keys",
     "m005_stemmed_text",
+    "m006_memory_states_and_list_items",
 ]
 
 
@@ -398,7 +399,12 @@ def test_a_store_of_the_previous_code_keeps_its_records(tmp_path: Path, version:
     db.set_grant("default", "5Friend", "read", True)
     db.close()
     _forget_migrations(path, "settings", version)
-    _execute(path, "DROP TABLE namespace_keys")  # new in this code
+    _execute(  # new in this code
+        path,
+        "DROP TABLE namespace_keys",
+        "DROP TABLE memory_states",
+        "DROP TRIGGER record_fields_list_items",
+    )
     if version == 2:  # what schema 2 did not have yet
         _execute(
             path,
