@@ -77,13 +77,20 @@ class Limits:
     max_top_k: int = field(default=100, metadata={"help": "largest top_k of a query"})
     max_namespace_chars: int = field(default=64, metadata={"help": "characters of a namespace"})
     max_list_limit: int = field(default=1_000, metadata={"help": "records per list page"})
+    max_dim: int = field(default=8_192, metadata={"help": "dimensions of an embedding"})
 
 
 @dataclass(frozen=True)
 class StoreConfig:
     """Storage engine knobs; the HNSW build parameters are saved with each index."""
 
-    dim: int = field(default=EMBEDDING_DIM, metadata={"help": "embedding dimension"})
+    dim: int | None = field(
+        default=None,
+        metadata={
+            "help": "the one embedding dimension of every namespace; unset, each namespace's "
+            "is fixed by its first write (384 for text the canonical model embeds)"
+        },
+    )
     hnsw_m: int = field(default=32, metadata={"help": "HNSW graph degree (M)"})
     hnsw_ef_construction: int = field(default=64, metadata={"help": "HNSW build beam width"})
     hnsw_ef_search: int = field(default=48, metadata={"help": "HNSW query beam width"})

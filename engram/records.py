@@ -165,14 +165,19 @@ def make_record(
     text: Any = None,
     namespace: str | None = None,
     *,
-    dim: int,
+    dim: int | None,
     limits: Limits,
     model_version: str = MODEL_VERSION,
 ) -> Record:
-    """Validate one record's parts against every rule and limit and give it its CID."""
+    """Validate one record's parts against every rule and limit and give it its CID
+    (``dim``: the dimension the namespace holds, ``None`` while it holds none)."""
     text = check_text(text, limits)
     namespace = check_namespace(namespace, limits)
     vec = vector_bytes(embedding, dim)
+    if len(vec) // 4 > limits.max_dim:
+        raise InvalidRequestError(
+            f"embedding has {len(vec) // 4} dimensions, the limit is {limits.max_dim}"
+        )
     meta = metadata_bytes(metadata, model_version, limits.max_metadata_depth)
     if len(meta) > limits.max_metadata_bytes:
         raise PayloadTooLargeError(

@@ -9,8 +9,8 @@ Exit codes: 0 success, 1 an Engram error (not found, invalid input rejected by
 the store or node, unreachable node) or a partly failed file ingest, 2 a usage
 error (bad option values, conflicting options), 130 interrupted.
 
-One module per command group (``records``, ``access``, ``serve``, ``localnet``,
-``wallet``, ``chain``); ``options`` declares the options they share. The top-level
+One module per command group (``records``, ``memory``, ``access``, ``serve``,
+``localnet``, ``mcp``, ``wallet``, ``chain``); ``options`` declares the options they share. The top-level
 commands are registered here, in the order ``engram --help`` lists them.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import typer
 
-from engram.cli import access, chain, localnet, records, serve, wallet
+from engram.cli import access, chain, localnet, mcp, memory, records, serve, wallet
 
 __all__ = ["app"]
 
@@ -51,7 +51,9 @@ for _command in (
     serve.validator,
     serve.gateway,
     localnet.localnet,
+    mcp.mcp,
 ):
     app.command()(_command)
+app.add_typer(memory.app, name="memory")
 app.add_typer(wallet.app, name="wallet")
 app.add_typer(chain.app, name="chain")

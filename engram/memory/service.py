@@ -94,7 +94,7 @@ class Memories:
         namespace: str | None = None,
     ) -> Memory:
         """A new version of a memory: it supersedes the old one, which leaves search; fields
-        not given are carried over (an expiry too, unless ``ttl_s`` sets a new one)."""
+        not given are carried over (an expiry still ahead too, unless ``ttl_s`` sets one)."""
         old = self.get(cid, namespace)
         if old.state == "forgotten":
             raise ConflictError(f"memory {cid} is forgotten: store the content as a new memory")
@@ -119,8 +119,8 @@ class Memories:
                 if score >= self.config.link_similarity and c != cid
             ],
         )
-        if ttl_s is None and old.expires_at is not None:
-            metadata["expires_at"] = old.expires_at
+        if ttl_s is None and old.expires_at is not None and old.expires_at > now:
+            metadata["expires_at"] = old.expires_at  # an expired one comes back without one
         return self._write(content, metadata, namespace)
 
     def _write(self, content: str, metadata: dict[str, Any], namespace: str | None) -> Memory:
@@ -200,7 +200,10 @@ class Memories:
         hits = self.node.search(
             query, depth, _memories(filters), namespace, "hybrid", None, self.caller
         )
-        states = self.node.lifecycle(namespace, [h.cid for h in hits], self.caller)
+        # A replica counts a memory superseded only if it holds the newer version too.
+        newer = self._superseded([h.cid for h in hits], namespace)
+        hits = [h for h in hits if h.cid not in newer]
+        states = self._lifecycles([h.cid for h in hits], namespace)
         now, weight = time.time(), self.config.decay_weight
         ranked = []
         for hit in hits:
@@ -222,6 +225,16 @@ class Memories:
             )
         ranked.sort(key=lambda m: -(m.score or 0.0))
         return ranked[:limit]
+
+    def _lifecycles(self, cids: Sequence[str], namespace: str | None) -> dict[str, Lifecycle]:
+        return self.node.lifecycle(namespace, cids, self.caller) if cids else {}
+
+    def _superseded(self, cids: Sequence[str], namespace: str | None) -> set[str]:
+        """Which of ``cids`` a newer version names, asked of the whole node (or network)."""
+        if not cids:
+            return set()
+        newer = self._records({"supersedes": {"$in": list(cids)}}, namespace, limit=len(cids))
+        return {m.supersedes for m in newer if m.supersedes}
 
     def _recalled(self, cids: Sequence[str], namespace: str | None) -> None:
         """Count a recall as a review; a caller who may only read leaves no trace."""
@@ -284,17 +297,20 @@ class Memories:
             extra["category"] = category
         if tags:
             extra["tags"] = {"$in": list(tags)}
-        found = self._records(extra, namespace, limit, offset, None if state == "all" else state)
-        if state != "all":
-            return [m.model_copy(update={"state": state}) for m in found]
-        return self._stated(found, namespace)
+        # Each replica judges "superseded" by the versions it holds: ask for the superseded
+        # with the active, then keep what the state across the whole node says.
+        asked = {"all": None, "superseded": ["active", "superseded"]}.get(state, state)
+        found = self._stated(self._records(extra, namespace, limit, offset, asked), namespace)
+        return [m for m in found if state in ("all", m.state)]
 
     def links(self, cid: str, namespace: str | None = None) -> builtins.list[Link]:
         """The memories linked to this one, both ways, typed."""
         memory = self.get(cid, namespace)
-        links = [Link(cid=c, type="similar") for c in memory.links]
+        named = [Link(cid=c, type="similar") for c in memory.links]
         if memory.supersedes:
-            links.append(Link(cid=memory.supersedes, type="updates"))
+            named.append(Link(cid=memory.supersedes, type="updates"))
+        # What this memory names may have been deleted since; what names it exists.
+        links = [n for n in named if self.node.get(n.cid, namespace, self.caller) is not None]
         links += [Link(cid=m.cid, type="similar") for m in self._records({"links": cid}, namespace)]
         links += [
             Link(cid=m.cid, type="updated_by")
@@ -308,7 +324,7 @@ class Memories:
         namespace: str | None,
         limit: int = 100,
         offset: int = 0,
-        state: str | None = None,
+        state: str | builtins.list[str] | None = None,
     ) -> builtins.list[Memory]:
         records = self.node.list(
             limit, offset, namespace, _memories(extra or None, state), self.caller
@@ -320,9 +336,8 @@ class Memories:
         if not memories:
             return []
         cids = [m.cid for m in memories]
-        marks = self.node.lifecycle(namespace, cids, self.caller)
-        newer = self._records({"supersedes": {"$in": cids}}, namespace, limit=len(cids))
-        superseded = {m.supersedes for m in newer}
+        marks = self._lifecycles(cids, namespace)
+        superseded = self._superseded(cids, namespace)
         now = time.time()
         out = []
         for m in memories:

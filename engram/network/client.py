@@ -44,7 +44,6 @@ from engram.chain.base import Chain, Metagraph, Neuron
 from engram.cid import generate_cid, verify_cid
 from engram.config import (
     DEFAULT_NAMESPACE,
-    EMBEDDING_DIM,
     MODEL_VERSION,
     ClientConfig,
     Limits,
@@ -184,7 +183,8 @@ class Network:
         return self._embedder
 
     def prepare(self, items: Sequence[IngestItem]) -> list[Record | EngramError]:
-        """Embed texts once and build the records every replica will store (CPU-bound)."""
+        """Embed texts once and build the records every replica will store (CPU-bound); each
+        replica checks the vector against its namespace's dimension."""
 
         def build(
             vector: Any, metadata: Any, text: Any, namespace: Any, model_version: str
@@ -194,7 +194,7 @@ class Network:
                 metadata,
                 text,
                 namespace,
-                dim=EMBEDDING_DIM,
+                dim=None,
                 limits=self.limits,
                 model_version=model_version,
             )

@@ -111,7 +111,7 @@ class LocalNode:
     def prepare(self, items: Sequence[IngestItem]) -> list[Record | EngramError]:
         """Embed texts (one batch) and build each record; a bad item yields its error."""
         prepared = prepare_records(
-            items, lambda: self.embedder, self.store.record, self.store.limits
+            items, lambda: self.embedder, self.store.record_builder(), self.store.limits
         )
         if self.route is None:
             return prepared
@@ -342,12 +342,12 @@ class LocalNode:
         who = caller or self.caller
         ns = check_namespace(namespace, self.store.limits)
         self.access.set_grant(who, ns, hotkey, permission, granted)
-        return self.access.describe(who, ns)
+        return self.describe_namespace(ns, who)
 
     def describe_namespace(self, namespace: str, caller: Caller | None = None) -> dict[str, Any]:
-        return self.access.describe(
-            caller or self.caller, check_namespace(namespace, self.store.limits)
-        )
+        """Owner, privacy, grants (to the owner) and the dimension its vectors have."""
+        ns = check_namespace(namespace, self.store.limits)
+        return {**self.access.describe(caller or self.caller, ns), "dim": self.store.dim_of(ns)}
 
     # --- storage proofs (a miner's extras) -----------------------------------------------
 

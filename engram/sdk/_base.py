@@ -147,7 +147,7 @@ def require_text(text: Any) -> str:
     return text
 
 
-def _query_vector(vector: Any) -> list[float]:
+def query_vector(vector: Any) -> list[float]:
     """A query vector as plain floats; the same checks and messages as the store's."""
     try:
         if isinstance(vector, str | bytes | Mapping):
@@ -496,9 +496,9 @@ class ClientCore:
         ns = self._ns(namespace)
         sealer = self.sealer
         if sealer is None:
-            return _single(Query(None, _query_vector(vector), top_k, filter, ns, include_embedding))
+            return _single(Query(None, query_vector(vector), top_k, filter, ns, include_embedding))
         return self._opened_hits(
-            Query(None, _query_vector(vector), top_k, filter, ns, True), ns, include_embedding
+            Query(None, query_vector(vector), top_k, filter, ns, True), ns, include_embedding
         )
 
     def _opened_hits(

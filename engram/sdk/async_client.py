@@ -29,6 +29,7 @@ from engram.sdk._base import (
     choose_target,
     network_target,
     pick_signer,
+    query_vector,
 )
 from engram.sdk.memory import AsyncMemoryClient
 from engram.sdk.sealer import Sealer, sealer_for
@@ -209,10 +210,14 @@ class AsyncEngramClient:
         filter: Mapping[str, Any] | None = None,
         namespace: str | None = None,
         mode: str = "hybrid",
+        vector: Sequence[float] | np.ndarray | None = None,
     ) -> list[QueryResult]:
         """Hybrid search: meaning (vector) and words (BM25) fused, best first; each result's
-        ``channels`` says what each contributed. ``mode``: hybrid, vector or keyword."""
-        return await self._run(self._core.search(Search(text, top_k, filter, namespace, mode)))
+        ``channels`` says what each contributed. ``mode``: hybrid, vector or keyword.
+        ``vector``: the text already embedded by the model of the namespace's vectors
+        (otherwise the node embeds it with the canonical model)."""
+        vec = None if vector is None else query_vector(vector)
+        return await self._run(self._core.search(Search(text, top_k, filter, namespace, mode, vec)))
 
     async def query_by_vector(
         self,

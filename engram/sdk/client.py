@@ -29,6 +29,7 @@ from engram.sdk._base import (
     choose_target,
     network_target,
     pick_signer,
+    query_vector,
 )
 from engram.sdk.memory import MemoryClient
 from engram.sdk.sealer import Sealer, sealer_for
@@ -219,10 +220,14 @@ class EngramClient:
         filter: Mapping[str, Any] | None = None,
         namespace: str | None = None,
         mode: str = "hybrid",
+        vector: Sequence[float] | np.ndarray | None = None,
     ) -> list[QueryResult]:
         """Hybrid search: meaning (vector) and words (BM25) fused, best first; each result's
-        ``channels`` says what each contributed. ``mode``: hybrid, vector or keyword."""
-        return self._run(self._core.search(Search(text, top_k, filter, namespace, mode)))
+        ``channels`` says what each contributed. ``mode``: hybrid, vector or keyword.
+        ``vector``: the text already embedded by the model of the namespace's vectors
+        (otherwise the node embeds it with the canonical model)."""
+        vec = None if vector is None else query_vector(vector)
+        return self._run(self._core.search(Search(text, top_k, filter, namespace, mode, vec)))
 
     def query_by_vector(
         self,

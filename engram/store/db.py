@@ -179,6 +179,18 @@ def m006_memory_states_and_list_items(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+@_MIGRATIONS
+def m007_namespace_dims(conn: sqlite3.Connection) -> None:
+    """Each namespace's embedding dimension, fixed by its first write."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS namespace_dims (namespace TEXT PRIMARY KEY, dim INTEGER NOT NULL)"
+    )
+    conn.execute(
+        "INSERT OR IGNORE INTO namespace_dims(namespace, dim) "
+        "SELECT namespace, length(embedding) / 4 FROM records GROUP BY namespace"
+    )
+
+
 _RECORD_COLUMNS = "id, cid, embedding, metadata, text, namespace, model_version"
 
 
@@ -425,6 +437,14 @@ class Database:
             (*params, limit),
         ).fetchall()
         return [(r[0], -r[1]) for r in rows]
+
+    def dims(self) -> dict[str, int]:
+        return dict(self.reader.execute("SELECT namespace, dim FROM namespace_dims").fetchall())
+
+    def fix_dim(self, conn: sqlite3.Connection, namespace: str, dim: int) -> None:
+        conn.execute(
+            "INSERT OR IGNORE INTO namespace_dims(namespace, dim) VALUES (?, ?)", (namespace, dim)
+        )
 
     # --- memory lifecycle ----------------------------------------------------------------
 

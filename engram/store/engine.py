@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +152,6 @@ class Store:
         self.path = Path(path).expanduser()
         self.config = config or StoreConfig()
         self.limits = limits or Limits()
-        self.dim = self.config.dim
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / "index").mkdir(exist_ok=True)
@@ -165,8 +164,8 @@ class Store:
         self._maintain_lock = threading.Lock()
         self._rows = _RowCache(self.config.row_cache_rows)
         self._closed = threading.Event()
+        self._dims = self.db.dims()
         self._index_params = {
-            "dim": self.dim,
             "m": self.config.hnsw_m,
             "ef_construction": self.config.hnsw_ef_construction,
             "model": EMBEDDING_MODEL_ID,
@@ -179,6 +178,15 @@ class Store:
 
     # --- writes --------------------------------------------------------------------------
 
+    def dim_of(self, namespace: str) -> int | None:
+        """The dimension of a namespace's vectors (``None``: not fixed yet, any is accepted).
+
+        It is fixed by the namespace's first write, for good: text the canonical
+        model embeds is 384-d, and a namespace of another model's vectors takes
+        only that model's.
+        """
+        return self.config.dim or self._dims.get(namespace)
+
     def record(
         self,
         embedding: Any,
@@ -187,16 +195,36 @@ class Store:
         namespace: str | None = None,
         model_version: str = MODEL_VERSION,
     ) -> Record:
-        """Validate parts against this store's dimension and limits; the result has its CID."""
-        return make_record(
-            embedding,
-            metadata,
-            text,
-            namespace,
-            dim=self.dim,
-            limits=self.limits,
-            model_version=model_version,
-        )
+        """Validate parts against the namespace's dimension and the limits; the result has
+        its CID."""
+        return self.record_builder()(embedding, metadata, text, namespace, model_version)
+
+    def record_builder(self) -> Callable[..., Record]:
+        """:meth:`record` for the items of one batch: the first vector of a new namespace
+        fixes its dimension for the items after it."""
+        fixed: dict[str, int] = {}
+
+        def build(
+            embedding: Any,
+            metadata: Mapping[str, Any] | None = None,
+            text: str | None = None,
+            namespace: str | None = None,
+            model_version: str = MODEL_VERSION,
+        ) -> Record:
+            ns = check_namespace(namespace, self.limits)
+            record = make_record(
+                embedding,
+                metadata,
+                text,
+                ns,
+                dim=self.dim_of(ns) or fixed.get(ns),
+                limits=self.limits,
+                model_version=model_version,
+            )
+            fixed.setdefault(ns, record.embedding.size)
+            return record
+
+        return build
 
     def put(self, records: Sequence[Record], writer: str | None = None) -> list[str]:
         """Store records durably (one transaction) and return their CIDs.
@@ -208,18 +236,25 @@ class Store:
         if not records:
             return []
         for r in records:
-            if r.embedding.shape != (self.dim,):
-                raise DimensionMismatchError(
-                    f"embedding has {r.embedding.size} dimensions, this store holds {self.dim}"
-                )
             if not np.any(r.embedding):
                 raise InvalidRequestError("embedding is all zeros: it has no direction to compare")
         with self.db.write_lock:
+            dims: dict[str, int] = {}
+            for r in records:
+                dim = dims.setdefault(r.namespace, self.dim_of(r.namespace) or r.embedding.size)
+                if r.embedding.shape != (dim,):
+                    raise DimensionMismatchError(
+                        f"embedding has {r.embedding.size} dimensions, namespace "
+                        f"{r.namespace!r} holds {dim}"
+                    )
             # Load each namespace before the insert, or the load would count these rows twice.
-            for name in {r.namespace for r in records}:
-                self._space(name)
+            for name, dim in dims.items():
+                self._space(name, dim)
             with self.db.transaction() as conn:
+                for name, dim in dims.items():
+                    self.db.fix_dim(conn, name, dim)
                 ids = self.db.insert(conn, records, writer)
+            self._dims.update(dims)
             by_space: dict[str, list[tuple[int, np.ndarray]]] = {}
             for rowid, r in zip(ids, records, strict=True):
                 if rowid is not None:
@@ -307,10 +342,11 @@ class Store:
         """Nearest records by cosine similarity, best first; ``filter`` never cuts recall."""
         top_k = check_top_k(top_k, self.limits)
         namespace = check_namespace(namespace, self.limits)
-        query = self._query_vector(vector)
         select = compile_filter(filter, namespace) if filter is not None and filter != {} else None
         if namespace not in self._spaces and not self.db.count(namespace):
+            self._query_vector(vector, None)  # a bad vector is refused even here
             return []  # unknown namespace: no state is created for it (queries are untrusted)
+        query = self._query_vector(vector, self.dim_of(namespace))
         scores, ids = self._nearest(namespace, query, top_k, select)
         return self._hydrate(scores, ids, include_embedding)
 
@@ -352,7 +388,8 @@ class Store:
         depth = max(top_k, self.config.search_candidates)
         channels: dict[str, builtins.list[tuple[int, float]]] = {}
         if mode != "keyword":
-            scores, ids = self._nearest(namespace, self._query_vector(vector), depth, select)
+            query = self._query_vector(vector, self.dim_of(namespace))
+            scores, ids = self._nearest(namespace, query, depth, select)
             channels["vector"] = list(zip(ids.tolist(), scores.tolist(), strict=True))
         if mode != "vector":
             if not isinstance(text, str) or not text.strip():
@@ -379,7 +416,7 @@ class Store:
             ],
         )
 
-    def _query_vector(self, vector: Any) -> np.ndarray:
+    def _query_vector(self, vector: Any, dim: int | None) -> np.ndarray:
         try:
             with np.errstate(over="ignore"):  # 1e308 becomes inf, refused below
                 q = np.asarray(vector, dtype=np.float32)
@@ -387,10 +424,8 @@ class Store:
             raise InvalidRequestError("query vector must be a flat list of numbers") from exc
         if q.ndim != 1:
             raise InvalidRequestError(f"query vector must be flat, got shape {q.shape}")
-        if q.size != self.dim:
-            raise DimensionMismatchError(
-                f"query vector has {q.size} dimensions, expected {self.dim}"
-            )
+        if dim is not None and q.size != dim:
+            raise DimensionMismatchError(f"query vector has {q.size} dimensions, expected {dim}")
         with np.errstate(over="ignore", invalid="ignore"):
             norm = float(np.sqrt(np.dot(q, q)))  # NaN or inf anywhere makes this non-finite
         if not np.isfinite(norm):
@@ -490,43 +525,50 @@ class Store:
 
     # --- namespaces, indexing, checkpoints ----------------------------------------------
 
-    def _space(self, name: str) -> _Space:
+    def _space(self, name: str, dim: int | None = None) -> _Space:
+        """A namespace's search state, loaded on first use (``dim``: of a first write)."""
         space = self._spaces.get(name)
         if space is not None:
             return space
         with self._spaces_lock:
             space = self._spaces.get(name)
             if space is None:
-                space = self._spaces[name] = self._load_space(name)
+                dim = self.dim_of(name) or dim
+                if dim is None:
+                    raise StorageError(f"namespace {name!r} has no dimension yet")
+                space = self._spaces[name] = self._load_space(name, dim)
         return space
 
-    def _new_index(self) -> HnswIndex:
+    def _new_index(self, dim: int) -> HnswIndex:
         c = self.config
-        return HnswIndex(self.dim, c.hnsw_m, c.hnsw_ef_construction, c.hnsw_ef_search)
+        return HnswIndex(dim, c.hnsw_m, c.hnsw_ef_construction, c.hnsw_ef_search)
 
-    def _load_space(self, name: str) -> _Space:
+    def _params(self, dim: int) -> dict[str, Any]:
+        return {"dim": dim, **self._index_params}
+
+    def _load_space(self, name: str, dim: int) -> _Space:
         index = None
         checkpoint = self.db.checkpoint(name)
         if checkpoint is not None:
             file, _upto, params = checkpoint
-            if params.get("dim") != self.dim or params.get("model") != EMBEDDING_MODEL_ID:
+            if params.get("dim") != dim or params.get("model") != EMBEDDING_MODEL_ID:
                 raise StorageError(
                     f"the index of namespace {name!r} was built for {params}, but this store is "
-                    f"configured for {self._index_params}; open it with the same settings"
+                    f"configured for {self._params(dim)}; open it with the same settings"
                 )
             path = self.path / "index" / file
-            if params != self._index_params:
+            if params != self._params(dim):
                 log.warning("index parameters of %r changed; rebuilding it", name)
             elif not path.exists():
                 log.warning("index file %s is missing; rebuilding namespace %r", path, name)
             else:
                 index = HnswIndex.load(path, params, self.config.hnsw_ef_search)
         if index is None:
-            index = self._new_index()
+            index = self._new_index(dim)
         live = self.db.live_ids(name, upto=index.max_label)
         dead = set(np.setdiff1d(index.labels, live, assume_unique=True).tolist())
         ids, vecs = self.db.vectors(name, after_id=index.max_label)
-        vecs = normalize(vecs) if len(ids) else np.empty((0, self.dim), np.float32)
+        vecs = normalize(vecs) if len(ids) else np.empty((0, dim), np.float32)
         space = _Space(name, index, ids, vecs)
         space.dead = dead
         if len(ids) >= self.config.index_batch_rows or self._needs_compaction(space):
@@ -578,10 +620,10 @@ class Store:
             dead = np.fromiter(space.dead, dtype=np.int64)
         if compact:
             keep = np.setdiff1d(base.labels, dead)
-            fresh = self._new_index()
+            fresh = self._new_index(base.dim)
             fresh.add(keep, base.vectors(keep), threads)
         else:
-            fresh = base.clone() if len(base) else self._new_index()
+            fresh = base.clone() if len(base) else self._new_index(base.dim)
         fresh.add(ids, vecs, threads)
         with self.db.write_lock, space.lock:
             top = fresh.max_label
@@ -600,7 +642,7 @@ class Store:
         file = f"{stem}-{index.max_label}-{len(index.labels)}.faiss"
         index.save(self.path / "index" / file)
         old = self.db.checkpoint(space.name)
-        self.db.set_checkpoint(space.name, file, index.max_label, self._index_params)
+        self.db.set_checkpoint(space.name, file, index.max_label, self._params(index.dim))
         if old is not None and old[0] != file:
             (self.path / "index" / old[0]).unlink(missing_ok=True)
         space.saved_at = time.monotonic()

@@ -6,7 +6,7 @@
 Operators: ``$eq $ne $gt $gte $lt $lte $in $nin $and $or`` on top-level
 metadata keys. As in Chroma, ``$ne`` and ``$nin`` match only records that have
 the key. On a list field, ``$eq`` and ``$in`` match when any item does
-(``{"tags": "work"}`` finds ``["work", "home"]``).
+(``{"tags": "work"}`` finds ``["work", "home"]``), ``$ne`` and ``$nin`` when none does.
 
 ``{"$state": "active"}`` (or a list of states) keeps the memories in those
 lifecycle states (see :data:`engram.config.MEMORY_STATES`): ``forgotten`` and
@@ -101,37 +101,49 @@ def _one_of(values: list[Any]) -> tuple[str, list[Any]]:
     return sql, [x for t in tests for x in t[1]]
 
 
-def _condition(key: str, op: str, value: Any) -> tuple[str, list[Any]]:
-    where = f"{key} {op}"
-    if op in ("$in", "$nin"):
+def _condition(key: str, op: str, value: Any, shown: str) -> tuple[str, list[Any]]:
+    """A test on one ``record_fields`` row for a positive operator (not ``$ne``/``$nin``);
+    errors name the operator as the user wrote it (``shown``)."""
+    where = f"{key} {shown}"
+    if op == "$in":
         if not isinstance(value, list) or not value:
             raise InvalidFilterError(f"{where} needs a non-empty list")
-        sql, params = _one_of([_scalar(v, where) for v in value])
-        return (f"NOT {sql}" if op == "$nin" else sql), params
+        return _one_of([_scalar(v, where) for v in value])
     if op not in _COMPARE:
-        raise InvalidFilterError(f"unknown operator {op!r} on {key!r}; use one of {_OPERATORS}")
+        raise InvalidFilterError(f"unknown operator {shown!r} on {key!r}; use one of {_OPERATORS}")
     value = _scalar(value, where)
     if op in _RANGE:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidFilterError(f"{where} needs a number, got {value!r}")
         return f"(kind IN ('integer', 'real') AND value {_COMPARE[op]} ?)", [value]
-    sql, params = _equals(value)
-    return (f"NOT {sql}" if op == "$ne" else sql), params
+    return _equals(value)
+
+
+_NEGATED = {"$ne": "$eq", "$nin": "$in"}
 
 
 def _field(namespace: str, key: str, condition: Any) -> tuple[str, list[Any]]:
-    """Ids whose field ``key`` passes ``condition`` (a value, or ``{op: value, ...}``)."""
+    """Ids whose field ``key`` passes ``condition`` (a value, or ``{op: value, ...}``).
+
+    ``$ne``/``$nin`` keep the records that have the key and no value (no list item) equal
+    to the operand, so they are the exact opposites of ``$eq``/``$in`` on list fields too.
+    """
     key = _key(key)
     if not isinstance(condition, Mapping):
-        tests = [_condition(key, "$eq", condition)]
+        tests = [("$eq", condition)]
     elif not condition:
         raise InvalidFilterError(f"filter on {key!r} is empty")
     else:
-        tests = [_condition(key, op, value) for op, value in condition.items()]
-    sql = "SELECT id FROM record_fields WHERE namespace = ? AND key = ? AND " + " AND ".join(
-        t[0] for t in tests
-    )
-    return sql, [namespace, key, *[x for t in tests for x in t[1]]]
+        tests = list(condition.items())
+    has_key = "SELECT id FROM record_fields WHERE namespace = ? AND key = ?"
+    parts = []
+    for op, value in tests:
+        sql, params = _condition(key, _NEGATED.get(op, op), value, op)
+        if op in _NEGATED:
+            parts.append((f"{has_key} EXCEPT {has_key} AND {sql}", [namespace, key] * 2 + params))
+        else:
+            parts.append((f"{has_key} AND {sql}", [namespace, key, *params]))
+    return _combine(parts, "INTERSECT")
 
 
 def _marked(state: str) -> str:

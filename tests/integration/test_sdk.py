@@ -354,6 +354,7 @@ def test_sdk_split_batch_respects_item_and_byte_limits() -> None:
 
 
 def test_sdk_errors_are_typed_and_keep_the_message(client: Any) -> None:
+    client.ingest("The first write fixes the namespace's dimension: 384 for text.")
     with pytest.raises(DimensionMismatchError) as exc:
         client.ingest_embedding([0.1, 0.2, 0.3])
     assert exc.value.message == "embedding has 3 dimensions, expected 384"
@@ -370,7 +371,26 @@ def test_sdk_errors_are_typed_and_keep_the_message(client: Any) -> None:
     with pytest.raises(NotFoundError, match=MISSING_CID):
         client.delete(MISSING_CID)
     assert client.get(MISSING_CID) is None
-    assert client.count() == 0
+    assert client.count() == 1
+
+
+def test_sdk_namespaces_hold_vectors_of_any_model(client: Any) -> None:
+    """A namespace's dimension is fixed by its first write: another model's 6-d vectors live
+    beside the canonical model's 384-d ones, and a mismatch says which is which."""
+    six = np.eye(6, dtype=np.float32)
+    cids = [client.ingest_embedding(v, {"i": i}, namespace="six") for i, v in enumerate(six)]
+    assert client.query_by_vector(six[3], top_k=1, namespace="six")[0].cid == cids[3]
+    assert client.namespace_info("six")["dim"] == 6
+    client.ingest("canonical text", namespace="text")
+    assert client.namespace_info("text")["dim"] == 384
+    assert client.namespace_info("empty")["dim"] is None
+    with pytest.raises(DimensionMismatchError, match="expected 6"):
+        client.ingest("text is embedded to 384 dimensions", namespace="six")
+    with pytest.raises(DimensionMismatchError, match="expected 6"):
+        client.query("text queries embed to 384 dimensions", namespace="six")
+    with pytest.raises(DimensionMismatchError, match="expected 384"):
+        client.ingest_embedding(six[0], namespace="text")
+    assert client.count("six") == 6
 
 
 def test_sdk_health_and_stats(client: Any) -> None:

@@ -34,6 +34,7 @@ STORE_MIGRATIONS = [
     "m004_namespace_keys",
     "m005_stemmed_text",
     "m006_memory_states_and_list_items",
+    "m007_namespace_dims",
 ]
 
 
@@ -404,6 +405,7 @@ def test_a_store_of_the_previous_code_keeps_its_records(tmp_path: Path, version:
         "DROP TABLE namespace_keys",
         "DROP TABLE memory_states",
         "DROP TRIGGER record_fields_list_items",
+        "DROP TABLE namespace_dims",
     )
     if version == 2:  # what schema 2 did not have yet
         _execute(

@@ -254,6 +254,7 @@ def test_store_filters_keep_recall(tmp_path: Path, flt: dict, share: float, exac
 
 
 def test_store_rejects_bad_vectors(store: Store) -> None:
+    store.put([store.record(unit_vectors(1)[0])])  # the default namespace now holds 384-d
     with pytest.raises(DimensionMismatchError):
         store.record([0.1] * 3)
     with pytest.raises(DimensionMismatchError):
@@ -328,3 +329,35 @@ def test_store_migrates_a_schema_1_file_by_indexing_its_fields(tmp_path: Path) -
         assert [h.metadata["i"] for h in hits] == _exact_top(
             vecs, vecs[3], 10, np.arange(50) % 10 == 3
         )
+
+
+def test_store_namespace_dimension_is_fixed_by_its_first_write(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        six = np.eye(6, dtype=np.float32)
+        store.put([store.record(v, {"i": i}, namespace="six") for i, v in enumerate(six)])
+        store.put([store.record(unit_vectors(1)[0], namespace="canonical")])
+        assert (store.dim_of("six"), store.dim_of("canonical"), store.dim_of("new")) == (
+            6,
+            384,
+            None,
+        )
+        assert store.search(six[2], top_k=1, namespace="six")[0].metadata == {"i": 2}
+        with pytest.raises(DimensionMismatchError, match="expected 6"):
+            store.record(unit_vectors(1)[0], namespace="six")
+        with pytest.raises(DimensionMismatchError, match="expected 6"):
+            store.search(unit_vectors(1)[0], namespace="six")
+        with pytest.raises(DimensionMismatchError, match="holds 2"):  # mixed, into a new one
+            two, three = (
+                store.record([1.0, 0.0], namespace="n"),
+                store.record([1.0, 0, 0], namespace="n"),
+            )
+            store.put([two, three])
+        assert store.dim_of("n") is None and store.count("n") == 0
+        build = store.record_builder()
+        first = build([1.0, 0.0], namespace="pair")
+        with pytest.raises(DimensionMismatchError, match="expected 2"):
+            build([1.0, 0.0, 0.0], namespace="pair")
+        store.put([first])
+    with Store(tmp_path) as store:  # kept across a reopen
+        assert store.dim_of("six") == 6 and store.dim_of("pair") == 2
+        assert store.search(six[4], top_k=1, namespace="six")[0].metadata == {"i": 4}

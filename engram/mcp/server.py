@@ -1,0 +1,147 @@
+"""The memory API as MCP tools, over any client mode (embedded, one node, the network).
+
+Each tool mirrors a ``client.memory`` method argument for argument and answers
+with the same JSON as structured content (and as text, for hosts that read
+only text). Engram's errors become tool errors carrying their message, so an
+agent reads what to fix instead of the session failing. Every memory is also a
+resource, ``engram://<cid>``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ToolAnnotations
+
+from engram._version import __version__
+from engram.errors import EngramError
+from engram.memory.model import Context, Link, Memory
+from engram.sdk.async_client import AsyncEngramClient
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+INSTRUCTIONS = (
+    "Long-term memory. Store facts worth keeping with memory_store; before answering, "
+    "recall with memory_search or memory_context (a prompt-ready block within a token "
+    "budget). When a fact changes, memory_update it (the old version is kept in "
+    "memory_versions); memory_forget what the user wants forgotten."
+)
+_READ = ToolAnnotations(read_only_hint=False, idempotent_hint=False)  # a recall is recorded
+_WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False)
+
+
+def _tool_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Engram's errors as tool errors that keep their message."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except EngramError as exc:
+            raise ToolError(f"{exc.code}: {exc.message}") from exc
+
+    return wrapper
+
+
+def create_server(client: AsyncEngramClient) -> MCPServer[Any]:
+    """An MCP server whose tools act on ``client``'s memories (its mode and namespace)."""
+    server: MCPServer[Any] = MCPServer(
+        "engram", instructions=INSTRUCTIONS, version=__version__, website_url=None
+    )
+    memory = client.memory
+
+    @server.tool(annotations=_WRITE)
+    @_tool_errors
+    async def memory_store(
+        content: str,
+        category: str | None = None,
+        importance: float | None = None,
+        tags: list[str] | None = None,
+        source: str | None = None,
+        ttl_s: float | None = None,
+    ) -> Memory:
+        """Store a memory. A near-duplicate of an active memory is not stored again: that
+        memory is returned with duplicate_of set. importance is 0..1 (default 0.5);
+        ttl_s makes it expire after that many seconds."""
+        return await memory.store(content, category, importance, tags or (), source, ttl_s)
+
+    @server.tool(annotations=_READ)
+    @_tool_errors
+    async def memory_search(
+        query: str, limit: int = 10, filters: dict[str, Any] | None = None
+    ) -> list[Memory]:
+        """Active memories relevant to query, best first (meaning and keywords, weighted by
+        how strong each memory is). filters match metadata, e.g. {"category": "preference"}."""
+        return await memory.search(query, limit, filters)
+
+    @server.tool(annotations=_READ)
+    @_tool_errors
+    async def memory_context(query: str, max_tokens: int) -> Context:
+        """The memories most relevant to query as one dated block of at most max_tokens
+        tokens, ready for a prompt, with the CIDs of the memories used."""
+        return await memory.context(query, max_tokens)
+
+    @server.tool(annotations=_WRITE)
+    @_tool_errors
+    async def memory_update(
+        cid: str,
+        content: str,
+        category: str | None = None,
+        importance: float | None = None,
+        tags: list[str] | None = None,
+        source: str | None = None,
+        ttl_s: float | None = None,
+    ) -> Memory:
+        """Replace a memory's content with a new version that supersedes it; fields left
+        out are carried over. Returns the new memory (a new CID)."""
+        return await memory.update(cid, content, category, importance, tags, source, ttl_s)
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+    @_tool_errors
+    async def memory_versions(cid: str) -> list[Memory]:
+        """Every version of a memory, oldest to newest, each with its state."""
+        return await memory.versions(cid)
+
+    @server.tool(annotations=ToolAnnotations(destructive_hint=True))
+    @_tool_errors
+    async def memory_forget(cid: str) -> Memory:
+        """Forget a memory: it no longer appears in search, context or lists."""
+        return await memory.forget(cid)
+
+    @server.tool(annotations=_WRITE)
+    @_tool_errors
+    async def memory_archive(cid: str) -> Memory:
+        """Archive a memory: hidden from search and context, still listed as archived."""
+        return await memory.archive(cid)
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+    @_tool_errors
+    async def memory_list(
+        category: str | None = None,
+        tags: list[str] | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        state: str = "active",
+    ) -> list[Memory]:
+        """Memories in the order they were stored: by category, by tags (any of them), and
+        by state (active, archived, forgotten, expired, superseded or all)."""
+        return await memory.list(category, tags or (), state, limit, offset)
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+    @_tool_errors
+    async def memory_links(cid: str) -> list[Link]:
+        """Memories linked to this one: similar ones, and the versions it updates or that
+        update it."""
+        return await memory.links(cid)
+
+    @server.resource("engram://{cid}", mime_type="application/json")
+    async def memory_resource(cid: str) -> str:
+        """One memory, with its state."""
+        return (await memory.get(cid)).model_dump_json()
+
+    return server
