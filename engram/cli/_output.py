@@ -52,3 +52,52 @@ def cli_errors() -> Iterator[None]:
         fail(str(exc))
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+# --- shared rendering and parsing of the data commands -------------------------------
+
+CID_SHORT_HEX = 12
+EXCERPT_CHARS = 80
+
+
+def reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; such values stay strings.
+    raise ValueError(name)
+
+
+def parse_filter(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw, parse_constant=reject_constant)
+    except json.JSONDecodeError as exc:
+        usage_error(f"--filter is not valid JSON: {exc.msg} at column {exc.colno}")
+    except ValueError as exc:
+        usage_error(f"--filter is not valid JSON: {exc} is not a JSON value")
+    if not isinstance(value, dict):
+        usage_error(
+            f'--filter must be a JSON object such as \'{{"lang": "en"}}\', '
+            f"got {type(value).__name__}"
+        )
+    return value
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def short_cid(cid: str) -> str:
+    prefix, sep, digest = cid.partition("::")
+    if not sep:
+        return cid if len(cid) <= CID_SHORT_HEX + 4 else cid[: CID_SHORT_HEX + 4] + "…"
+    return f"{prefix}::{digest[:CID_SHORT_HEX]}…" if len(digest) > CID_SHORT_HEX else cid
+
+
+def excerpt(text: str | None, limit: int = EXCERPT_CHARS) -> str:
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def compact_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)

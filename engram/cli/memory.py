@@ -18,7 +18,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from engram.cli._client import open_client
-from engram.cli._output import cli_errors, print_json, stderr, stdout
+from engram.cli._output import (
+    cli_errors,
+    compact_json,
+    excerpt,
+    parse_filter,
+    print_json,
+    short_cid,
+    stderr,
+    stdout,
+)
 from engram.cli.options import (
     CidArgument,
     Connection,
@@ -30,7 +39,6 @@ from engram.cli.options import (
     UrlOption,
     WalletPathOption,
 )
-from engram.cli.records import _compact_json, _excerpt, _parse_filter, _short_cid
 from engram.config import DEFAULT_NAMESPACE, MEMORY_STATES
 from engram.memory.model import Memory
 
@@ -97,14 +105,14 @@ def _memory_table(
         table.add_column("created (UTC)", no_wrap=True)
     table.add_column("content")
     for m in memories:
-        cells = [escape(_short_cid(m.cid)), m.state, escape(m.category or "-")]
+        cells = [escape(short_cid(m.cid)), m.state, escape(m.category or "-")]
         if scored:
             cells.insert(0, f"{m.score:.3f}" if m.score is not None else "-")
         if tags:
             cells.append(escape(", ".join(m.tags) or "-"))
         if created:
             cells.append(_when(m.created_at))
-        table.add_row(*cells, escape(_excerpt(m.content)))
+        table.add_row(*cells, escape(excerpt(m.content)))
     return table
 
 
@@ -176,7 +184,7 @@ def memory_search(
     json_output: JsonOption = False,
 ) -> None:
     """Active memories for QUERY, best first (hybrid relevance weighted by memory strength)."""
-    where = _parse_filter(filter)
+    where = parse_filter(filter)
     with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
         memories = client.memory.search(query, limit=limit, filters=where, namespace=namespace)
     _show_memories(memories, json_output, scored=True)
@@ -298,7 +306,7 @@ def memory_get(
     grid.add_row("state", m.state)
     grid.add_row("category", escape(m.category or "-"))
     grid.add_row("importance", f"{m.importance:g}")
-    grid.add_row("tags", escape(_compact_json(m.tags)))
+    grid.add_row("tags", escape(compact_json(m.tags)))
     grid.add_row("source", escape(m.source or "-"))
     grid.add_row("created", _when(m.created_at) + " UTC")
     grid.add_row("expires", _when(m.expires_at) + (" UTC" if m.expires_at is not None else ""))

@@ -15,8 +15,13 @@ from engram.cli._client import FILE_BATCH_ITEMS, FileIngestReport, open_client
 from engram.cli._output import (
     EXIT_ERROR,
     cli_errors,
+    compact_json,
+    excerpt,
     fail,
+    parse_filter,
     print_json,
+    reject_constant,
+    short_cid,
     stderr,
     stdout,
     usage_error,
@@ -36,23 +41,16 @@ from engram.cli.options import (
 from engram.config import DEFAULT_NAMESPACE
 from engram.records import QueryResult
 
-CID_SHORT_HEX = 12
-EXCERPT_CHARS = 80
 SHOWN_FILE_ERRORS = 10
 
 
 # --- argument parsing ------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON; such values stay strings.
-    raise ValueError(name)
-
-
 def _parse_value(raw: str) -> Any:
     """A metadata value: JSON when it parses (numbers, true/false, null, lists, objects), else text."""
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(raw, parse_constant=reject_constant)
     except ValueError:
         return raw
 
@@ -66,44 +64,6 @@ def _parse_metadata(pairs: list[str]) -> dict[str, Any]:
             usage_error(f"--metadata expects key=value, got {pair!r}")
         metadata[key] = _parse_value(value)
     return metadata
-
-
-def _parse_filter(raw: str | None) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        usage_error(f"--filter is not valid JSON: {exc.msg} at column {exc.colno}")
-    except ValueError as exc:
-        usage_error(f"--filter is not valid JSON: {exc} is not a JSON value")
-    if not isinstance(value, dict):
-        usage_error(
-            f'--filter must be a JSON object such as \'{{"lang": "en"}}\', '
-            f"got {type(value).__name__}"
-        )
-    return value
-
-
-# --- rendering -------------------------------------------------------------------------------
-
-
-def _short_cid(cid: str) -> str:
-    prefix, sep, digest = cid.partition("::")
-    if not sep:
-        return cid if len(cid) <= CID_SHORT_HEX + 4 else cid[: CID_SHORT_HEX + 4] + "…"
-    return f"{prefix}::{digest[:CID_SHORT_HEX]}…" if len(digest) > CID_SHORT_HEX else cid
-
-
-def _excerpt(text: str | None, limit: int = EXCERPT_CHARS) -> str:
-    if not text:
-        return ""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
-
-
-def _compact_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _render_value(value: Any) -> str:
@@ -248,7 +208,7 @@ def query(
     json_output: JsonOption = False,
 ) -> None:
     """Find the records nearest in meaning to TEXT, best first."""
-    where = _parse_filter(filter)
+    where = parse_filter(filter)
     with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
         results = client.query(text, top_k=top_k, filter=where, namespace=namespace)
     _show_results(results, json_output)
@@ -269,7 +229,7 @@ def search(
     json_output: JsonOption = False,
 ) -> None:
     """Hybrid search for TEXT: nearest in meaning and matching its words, fused, best first."""
-    where = _parse_filter(filter)
+    where = parse_filter(filter)
     with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
         results = client.search(text, top_k=top_k, filter=where, namespace=namespace, mode=mode)
     _show_results(results, json_output)
@@ -302,9 +262,9 @@ def _show_results(results: list[QueryResult], json_output: bool) -> None:
         table.add_row(
             f"{r.score:.3f}",
             *cells,
-            escape(_short_cid(r.cid)),
-            escape(_excerpt(r.text)),
-            escape(_compact_json(r.metadata)) if r.metadata else "",
+            escape(short_cid(r.cid)),
+            escape(excerpt(r.text)),
+            escape(compact_json(r.metadata)) if r.metadata else "",
         )
     out.print(table)
 
@@ -333,7 +293,7 @@ def get(
     grid.add_row("namespace", escape(record.namespace))
     grid.add_row("dims", str(len(record.embedding)))
     grid.add_row("model", escape(record.model_version))
-    grid.add_row("metadata", escape(_compact_json(record.metadata)))
+    grid.add_row("metadata", escape(compact_json(record.metadata)))
     grid.add_row("text", escape(record.text) if record.text is not None else "[dim]-[/]")
     stdout().print(grid)
 
