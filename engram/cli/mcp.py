@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
+import anyio
 import typer
 
 from engram.cli._client import open_async_client
-from engram.cli._output import cli_errors, stderr
+from engram.cli._output import cli_errors, fail, stderr
 from engram.cli.options import (
     ChainOption,
     Connection,
@@ -42,8 +44,8 @@ def mcp(
     port: PortOption = 8765,
 ) -> None:
     """Serve the memory API to agents over MCP: memory_store, memory_search, memory_context,
-    memory_update, memory_versions, memory_forget, memory_archive, memory_list, memory_links,
-    and a resource engram://CID per memory. Embedded store by default; --url for one node,
+    memory_update, memory_versions, memory_forget, memory_archive, memory_unarchive,
+    memory_list, memory_links, and a resource engram://CID per memory. Embedded store by default; --url for one node,
     --chain for the whole network; --wallet signs (private namespaces)."""
     from engram.mcp.server import create_server
 
@@ -54,13 +56,22 @@ def mcp(
     server = create_server(client)
     try:
         if http:
+            # uvicorn re-raises the SIGTERM it handled once it has stopped: end as Ctrl-C
+            # does, so the store is closed (its index saved) below.
+            signal.signal(signal.SIGTERM, _interrupt)
             stderr().print(f"engram mcp: streamable HTTP on http://{host}:{port}/mcp")
             server.run("streamable-http", host=host, port=port)
         else:
             server.run("stdio")
     except KeyboardInterrupt:
         pass
+    except SystemExit as exc:  # uvicorn exits 3 when it cannot listen
+        if exc.code not in (0, None):
+            fail(f"cannot serve on {host}:{port}: is the port in use?")
+        raise
     finally:
-        import anyio
-
         anyio.run(client.close)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from mcp.server import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp_types import ToolAnnotations
 
 from engram._version import __version__
-from engram.errors import EngramError
+from engram.errors import EngramError, InvalidRequestError, NotFoundError
 from engram.memory.model import Context, Link, Memory
 from engram.sdk.async_client import AsyncEngramClient
 
@@ -119,6 +119,12 @@ def create_server(client: AsyncEngramClient) -> MCPServer[Any]:
         """Archive a memory: hidden from search and context, still listed as archived."""
         return await memory.archive(cid)
 
+    @server.tool(annotations=_WRITE)
+    @_tool_errors
+    async def memory_unarchive(cid: str) -> Memory:
+        """Bring an archived memory back into search and context."""
+        return await memory.unarchive(cid)
+
     @server.tool(annotations=ToolAnnotations(read_only_hint=True))
     @_tool_errors
     async def memory_list(
@@ -142,6 +148,11 @@ def create_server(client: AsyncEngramClient) -> MCPServer[Any]:
     @server.resource("engram://{cid}", mime_type="application/json")
     async def memory_resource(cid: str) -> str:
         """One memory, with its state."""
-        return (await memory.get(cid)).model_dump_json()
+        try:
+            return (await memory.get(cid)).model_dump_json()
+        except (NotFoundError, InvalidRequestError) as exc:
+            raise ResourceNotFoundError(f"{exc.code}: {exc.message}") from exc
+        except EngramError as exc:
+            raise ResourceError(f"{exc.code}: {exc.message}") from exc
 
     return server

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engram.api.node import Lifecycle, Node
-from engram.config import MEMORY_STATES, Limits, MemoryConfig
+from engram.config import DEFAULT_NAMESPACE, MEMORY_STATES, Limits, MemoryConfig
 from engram.errors import (
     ConflictError,
     EngramError,
@@ -34,6 +34,10 @@ from engram.records import IngestItem
 from engram.security.access import Caller
 
 _MAX_HITS = Limits().max_top_k
+
+
+def _named(namespace: str | None) -> str:
+    return namespace or DEFAULT_NAMESPACE
 
 
 def _memories(extra: Mapping[str, Any] | None = None, state: Any = "active") -> dict[str, Any]:
@@ -128,7 +132,7 @@ class Memories:
         (outcome,) = self.node.ingest([item], self.caller)
         if isinstance(outcome, EngramError):
             raise outcome
-        return Memory.from_record(outcome.cid, content, metadata, namespace=namespace)
+        return Memory.from_record(outcome.cid, content, metadata, namespace=_named(namespace))
 
     def _similar(self, content: str, namespace: str | None) -> list[tuple[str, float]]:
         """Active memories by cosine similarity to ``content``, most similar first."""
@@ -173,7 +177,7 @@ class Memories:
         if record is None or record.metadata.get("kind") != KIND:
             raise NotFoundError(f"no memory {cid} in namespace {namespace or 'default'}")
         (memory,) = self._stated(
-            [Memory.from_record(cid, record.text, record.metadata, namespace=namespace)],
+            [Memory.from_record(cid, record.text, record.metadata, namespace=_named(namespace))],
             namespace,
         )
         return memory
@@ -217,7 +221,7 @@ class Memories:
                     hit.cid,
                     hit.text,
                     hit.metadata,
-                    namespace=namespace,
+                    namespace=_named(namespace),
                     score=score,
                     relevance=hit.score,
                     retrievability=recall,
@@ -329,7 +333,10 @@ class Memories:
         records = self.node.list(
             limit, offset, namespace, _memories(extra or None, state), self.caller
         )
-        return [Memory.from_record(r.cid, r.text, r.metadata, namespace=namespace) for r in records]
+        return [
+            Memory.from_record(r.cid, r.text, r.metadata, namespace=_named(namespace))
+            for r in records
+        ]
 
     def _stated(self, memories: Sequence[Memory], namespace: str | None) -> builtins.list[Memory]:
         """Each memory with its lifecycle state, as the filters define it (``$state``)."""

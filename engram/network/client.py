@@ -10,9 +10,11 @@ the answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -63,6 +65,7 @@ from engram.records import (
     IngestItem,
     QueryResult,
     Record,
+    check_namespace,
     check_text,
     make_record,
     prepare_records,
@@ -142,6 +145,7 @@ class Network:
         self._metagraph: Metagraph | None = None
         self._fetched = 0.0
         self.limits = Limits()
+        self._dims: dict[str, int] = {}  # namespaces' dimensions, fixed once written
 
     # --- the metagraph ---------------------------------------------------------------------
 
@@ -182,30 +186,58 @@ class Network:
             self._embedder = get_embedder()
         return self._embedder
 
-    def prepare(self, items: Sequence[IngestItem]) -> list[Record | EngramError]:
-        """Embed texts once and build the records every replica will store (CPU-bound); each
-        replica checks the vector against its namespace's dimension."""
+    def prepare(
+        self, items: Sequence[IngestItem], dims: Mapping[str, int] | None = None
+    ) -> list[Record | EngramError]:
+        """Embed texts once and build the records every replica will store (CPU-bound),
+        each vector checked against its namespace's dimension (``dims``, else the batch's
+        first vector for that namespace)."""
+        fixed = dict(dims or {})
 
         def build(
             vector: Any, metadata: Any, text: Any, namespace: Any, model_version: str
         ) -> Record:
-            return make_record(
+            ns = check_namespace(namespace, self.limits)
+            record = make_record(
                 vector,
                 metadata,
                 text,
-                namespace,
-                dim=None,
+                ns,
+                dim=fixed.get(ns),
                 limits=self.limits,
                 model_version=model_version,
             )
+            fixed.setdefault(ns, record.embedding.size)
+            return record
 
         return prepare_records(items, lambda: self.embedder, build, self.limits)
 
+    async def dims(self, namespaces: Iterable[str]) -> dict[str, int]:
+        """The dimension each namespace's replicas hold (fixed by its first write anywhere):
+        a write to a namespace new to its replicas must still match it."""
+        for ns in set(namespaces) - set(self._dims):
+            _, answers = await self._scatter(await self.miners(), DescribeNamespace(ns))
+            seen = Counter(
+                a["dim"] for a in answers.values() if isinstance(a, dict) and a.get("dim")
+            )
+            if seen:
+                self._dims[ns] = seen.most_common(1)[0][0]
+        return self._dims
+
     async def ingest(self, items: Sequence[IngestItem]) -> list[WriteReport | EngramError]:
         """Embed once, write everywhere: a report per valid item, the error of an invalid one."""
-        prepared = await asyncio.to_thread(self.prepare, items)
+        names: set[str] = set()
+        for item in items:
+            with contextlib.suppress(EngramError):  # a bad name fails in prepare, in place
+                names.add(check_namespace(item.namespace, self.limits))
+        dims = await self.dims(names)
+        prepared = await asyncio.to_thread(self.prepare, items, dims)
         reports = iter(await self.write([p for p in prepared if isinstance(p, Record)]))
-        return [next(reports) if isinstance(p, Record) else p for p in prepared]
+        done = [next(reports) if isinstance(p, Record) else p for p in prepared]
+        for p, outcome in zip(prepared, done, strict=True):
+            if isinstance(p, Record) and isinstance(outcome, WriteReport) and outcome.ok:
+                self._dims.setdefault(p.namespace, p.embedding.size)
+        return done
 
     async def write(self, records: Sequence[Record]) -> list[WriteReport]:
         """Store each record on its R replicas at once; ok at the write quorum."""

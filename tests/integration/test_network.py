@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from bittensor.sp_core import Keypair
 from fastapi import FastAPI
@@ -21,7 +22,7 @@ from fastapi import FastAPI
 from engram.chain.local import LocalChain
 from engram.cid import generate_cid
 from engram.config import MODEL_VERSION, ChainParams, GatewayConfig, MinerConfig
-from engram.errors import QuorumError
+from engram.errors import DimensionMismatchError, QuorumError
 from engram.gateway.app import create_gateway_app
 from engram.miner.app import create_miner_app
 from engram.miner.axon import Axon
@@ -291,3 +292,20 @@ def test_the_gateway_fronts_the_whole_network(cluster: Cluster) -> None:
         assert entry["uid"] == graph.by_hotkey(hotkey).uid  # type: ignore[union-attr]
     validator = by_hotkey[VALIDATOR.ss58_address]
     assert validator["role"] == "validator" and validator["serving"] is False
+
+
+def test_a_namespace_of_another_models_vectors_across_the_network(cluster: Cluster) -> None:
+    """6-d vectors from another model live in their own namespace on every replica; the
+    canonical model's 384-d text sits beside them, and a mismatch is the caller's error."""
+    six = np.eye(6, dtype=np.float32)
+    with cluster.client() as client:
+        cids = [client.ingest_embedding(v, {"i": i}, "row", "six-d") for i, v in enumerate(six)]
+        for i, cid in enumerate(cids):
+            hits = client.query_by_vector(six[i], top_k=1, namespace="six-d")
+            assert hits[0].cid == cid and hits[0].metadata == {"i": i}
+        assert client.namespace_info("six-d")["dim"] == 6
+        client.ingest("canonical text", namespace="text")
+        with pytest.raises(DimensionMismatchError, match="expected 6"):
+            client.query("text embeds to 384 dimensions", namespace="six-d")
+        with pytest.raises(DimensionMismatchError):
+            client.ingest_embedding(six[0], namespace="text")
