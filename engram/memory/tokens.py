@@ -28,6 +28,11 @@ def _tokenizer() -> Any:
     return tokenizer
 
 
+def token_ids(text: str) -> list[int]:
+    """The token ids of ``text`` (no special tokens)."""
+    return list(_tokenizer().encode(text, add_special_tokens=False).ids)
+
+
 def count_tokens(text: str) -> int:
     """Tokens in ``text`` (no special tokens)."""
-    return len(_tokenizer().encode(text, add_special_tokens=False).ids)
+    return len(token_ids(text))
