@@ -146,6 +146,12 @@ class EngramClient:
         """The namespace used when a call names none (``None``: the default namespace)."""
         return self._core.namespace
 
+    @property
+    def clear_fields(self) -> frozenset[str] | None:
+        """The metadata fields a sealing client leaves readable (``None``: it does not seal)."""
+        sealer = self._core.sealer
+        return None if sealer is None else frozenset(sealer.clear_fields)
+
     @functools.cached_property
     def memory(self) -> MemoryClient:
         """The agent-memory API (store, search, context, update, versions, forget, archive,
