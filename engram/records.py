@@ -194,6 +194,30 @@ def make_record(
     )
 
 
+def record_builder(known_dim: Callable[[str], int | None], limits: Limits) -> Callable[..., Record]:
+    """:func:`make_record` for the items of one batch: each vector is checked against its
+    namespace's dimension (``known_dim``), or, in a namespace with none yet, against the
+    batch's first vector there."""
+    fixed: dict[str, int] = {}
+
+    def build(
+        embedding: Any,
+        metadata: Any = None,
+        text: Any = None,
+        namespace: str | None = None,
+        model_version: str = MODEL_VERSION,
+    ) -> Record:
+        ns = check_namespace(namespace, limits)
+        dim = known_dim(ns) or fixed.get(ns)
+        record = make_record(
+            embedding, metadata, text, ns, dim=dim, limits=limits, model_version=model_version
+        )
+        fixed.setdefault(ns, record.embedding.size)
+        return record
+
+    return build
+
+
 SEARCH_MODES = ("hybrid", "vector", "keyword")
 
 

@@ -67,8 +67,8 @@ from engram.records import (
     Record,
     check_namespace,
     check_text,
-    make_record,
     prepare_records,
+    record_builder,
 )
 from engram.security.access import Permission
 from engram.security.signing import Signer
@@ -192,24 +192,7 @@ class Network:
         """Embed texts once and build the records every replica will store (CPU-bound),
         each vector checked against its namespace's dimension (``dims``, else the batch's
         first vector for that namespace)."""
-        fixed = dict(dims or {})
-
-        def build(
-            vector: Any, metadata: Any, text: Any, namespace: Any, model_version: str
-        ) -> Record:
-            ns = check_namespace(namespace, self.limits)
-            record = make_record(
-                vector,
-                metadata,
-                text,
-                ns,
-                dim=fixed.get(ns),
-                limits=self.limits,
-                model_version=model_version,
-            )
-            fixed.setdefault(ns, record.embedding.size)
-            return record
-
+        build = record_builder((dims or {}).get, self.limits)
         return prepare_records(items, lambda: self.embedder, build, self.limits)
 
     async def dims(self, namespaces: Iterable[str]) -> dict[str, int]:

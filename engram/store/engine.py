@@ -35,7 +35,7 @@ from engram.records import (
     check_mode,
     check_namespace,
     check_top_k,
-    make_record,
+    record_builder,
 )
 from engram.store.db import Database
 from engram.store.filters import compile_filter
@@ -202,29 +202,7 @@ class Store:
     def record_builder(self) -> Callable[..., Record]:
         """:meth:`record` for the items of one batch: the first vector of a new namespace
         fixes its dimension for the items after it."""
-        fixed: dict[str, int] = {}
-
-        def build(
-            embedding: Any,
-            metadata: Mapping[str, Any] | None = None,
-            text: str | None = None,
-            namespace: str | None = None,
-            model_version: str = MODEL_VERSION,
-        ) -> Record:
-            ns = check_namespace(namespace, self.limits)
-            record = make_record(
-                embedding,
-                metadata,
-                text,
-                ns,
-                dim=self.dim_of(ns) or fixed.get(ns),
-                limits=self.limits,
-                model_version=model_version,
-            )
-            fixed.setdefault(ns, record.embedding.size)
-            return record
-
-        return build
+        return record_builder(self.dim_of, self.limits)
 
     def put(self, records: Sequence[Record], writer: str | None = None) -> list[str]:
         """Store records durably (one transaction) and return their CIDs.

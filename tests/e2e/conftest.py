@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,8 +101,16 @@ class MinerProcess:
         return self.proc.returncode
 
 
-def start_miner(home: Path, log_path: Path, model_home: Path, *, wait: bool = True) -> MinerProcess:
-    """Start a miner on a free port over ``home``; by default wait until /health says ready."""
+def start_miner(
+    home: Path,
+    log_path: Path,
+    model_home: Path,
+    *,
+    wait: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> MinerProcess:
+    """Start a miner on a free port over ``home``; by default wait until /health says ready.
+    ``env`` adds settings (``ENGRAM_RATE_LIMITS=false`` for a suite that hammers it)."""
     port = free_port()
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -121,7 +129,7 @@ def start_miner(home: Path, log_path: Path, model_home: Path, *, wait: bool = Tr
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=miner_env(model_home),
+            env={**miner_env(model_home), **(env or {})},
         )
     miner = MinerProcess(home, port, log_path, proc)
     _MINERS.append(miner)

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from engram.config import StoreConfig
+from engram.config import EMBEDDING_DIM, StoreConfig
 from engram.store import Store
 
 
@@ -17,7 +17,7 @@ def main(path: str, seed: int) -> None:
     rng = np.random.default_rng(seed)
     batch_no = 0
     while True:
-        vecs = rng.standard_normal((100, config.dim)).astype(np.float32)
+        vecs = rng.standard_normal((100, EMBEDDING_DIM)).astype(np.float32)
         records = [
             store.record(v, {"seed": seed, "batch": batch_no, "i": i}, f"s{seed} b{batch_no} i{i}")
             for i, v in enumerate(vecs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import time
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +28,11 @@ from langchain_core.vectorstores import VectorStore
 from langchain_tests.integration_tests import VectorStoreIntegrationTests
 
 from engram import EngramClient
-from engram.config import MinerConfig, SecurityConfig
 from engram.errors import ForbiddenError, InvalidFilterError, InvalidRequestError
-from engram.miner.app import create_miner_app
 from engram.sdk.langchain import ID_KEY, EngramEmbeddings, EngramRetriever, EngramVectorStore
 from engram.security.sealing import SealKey
-from tests.conftest import HashEmbedder, free_port, serve_in_thread
+from tests.conftest import HashEmbedder
+from tests.e2e.conftest import start_miner
 
 ALICE = Keypair.create_from_uri("//Alice")
 BOB = Keypair.create_from_uri("//Bob")
@@ -52,29 +51,19 @@ def fresh_namespace() -> str:
 
 @pytest.fixture(scope="module")
 def miner_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real miner (uvicorn on a free loopback port) for the module, rate limits off.
-
-    It loads the canonical model in the background (the first load in a session exports
-    its ONNX graph: seconds), so the vector-only tests start at once, and a text request
-    waits for the model; ENGRAM_HOME stays the session's (where that graph is cached) for
-    as long as the miner runs.
-    """
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ENGRAM_HOME", str(tmp_path_factory.getbasetemp() / "engram-home"))
-        app = create_miner_app(
-            MinerConfig(home=tmp_path_factory.mktemp("langchain-miner")),
-            security=SecurityConfig(rate_limits=False),
-        )
-        server = serve_in_thread(app, free_port(), "langchain-miner", ready_path=None)
-        try:
-            yield server.url
-        finally:
-            # Shutdown waits for the model's load; let it end first, so stop() is quick.
-            with EngramClient(server.url, retries=0) as client:
-                deadline = time.monotonic() + 120
-                while not client.is_online() and time.monotonic() < deadline:
-                    time.sleep(0.1)
-            server.stop()
+    """One real miner process (``python -m engram miner`` on a free loopback port) for the
+    module, its rate limits off: the standard suite sends requests as fast as it can."""
+    root = tmp_path_factory.mktemp("langchain-miner")
+    model_home = tmp_path_factory.getbasetemp() / "engram-home"  # the session's model cache
+    model_home.mkdir(exist_ok=True)
+    miner = start_miner(
+        root / "home", root / "miner.log", model_home, env={"ENGRAM_RATE_LIMITS": "false"}
+    )
+    try:
+        yield miner.url
+    finally:
+        # A clean stop: the store closed, then uvicorn's own re-raise of SIGTERM.
+        assert miner.terminate() in (0, -signal.SIGTERM), miner.log()
 
 
 # --- LangChain's standard suite ------------------------------------------------------------
