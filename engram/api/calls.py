@@ -18,6 +18,7 @@ when they talk to miners, so each operation's wire format is written here once.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ from engram.errors import (
 )
 from engram.proofs import Challenge, ChallengeResponse, InclusionProof
 from engram.records import IngestItem, QueryResult, Record, check_mode
-from engram.security.access import Caller, Permission
+from engram.security.access import Caller, Permission, SignedRequest
 from engram.security.ratelimit import Budget
 
 T = TypeVar("T")
@@ -631,7 +632,7 @@ class ListRecords(Call[list[Record]]):
 
     def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
         records = self.local(node, caller)
-        if self.filter:  # a filtered total would cost a second scan: report what was seen
+        if self.filter or replicated:  # a second scan (of every miner): report what was seen
             total = self.offset + len(records)
         else:
             total = node.count(self.namespace or DEFAULT_NAMESPACE, caller)
@@ -882,6 +883,38 @@ class SetLifecycle(Call[dict[str, Lifecycle]]):
 
     def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
         return _lifecycles_to_wire(self.local(node, caller))
+
+
+@dataclass(frozen=True)
+class Relayed(Call[T]):
+    """A user's signed request sent on unchanged, answered as ``call`` is: a gateway acts
+    for its signer, whom each miner verifies itself."""
+
+    signed: SignedRequest
+    call: Call[T]
+
+    def request(self) -> HttpRequest:
+        return HttpRequest(self.signed.method, self.signed.target, body=self.signed.body or None)
+
+    def parse(self, body: Any) -> T:
+        return self.call.parse(body)
+
+    def failure(self, status: int, body: Any, retried: bool) -> T:
+        return self.call.failure(status, body, retried)
+
+
+def serves(call: Call[Any], signed: SignedRequest) -> bool:
+    """Whether ``signed`` was sent to one of the routes of ``call``'s operation."""
+    return any(
+        route.method == signed.method
+        and re.fullmatch(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(route.path)), signed.path)
+        for route in type(call).routes
+    )
+
+
+def writes(call: Call[Any]) -> bool:
+    """Whether ``call`` changes what a node holds (its routes spend the ingest budget)."""
+    return any(route.budget is Budget.INGEST for route in type(call).routes)
 
 
 NODE_CALLS: tuple[type[Call[Any]], ...] = (

@@ -177,7 +177,7 @@ async def perform_async(
     request = http.build_request(
         step.method,
         base_url + step.path,
-        params=step.params,
+        params=step.params or None,  # None keeps a query already in the path
         content=step.body,
         headers={**(_JSON_HEADERS if step.body is not None else {}), **(headers or {})},
         timeout=http.timeout if timeout_s is None else timeout_s,

@@ -30,15 +30,20 @@ from engram.api.calls import (
     DescribeNamespace,
     Get,
     GetLifecycle,
+    IngestMany,
+    IngestOne,
     ListRecords,
     Outcome,
     Query,
+    Relayed,
     Search,
     SetGrant,
     SetLifecycle,
     Stats,
+    serves,
     split_batch,
     store_records,
+    writes,
 )
 from engram.api.exchange import call_node
 from engram.api.node import Lifecycle
@@ -59,6 +64,7 @@ from engram.errors import (
     NotFoundError,
     UnauthorizedError,
     UnavailableError,
+    error_from_wire,
 )
 from engram.network.routing import closest
 from engram.records import (
@@ -70,7 +76,7 @@ from engram.records import (
     prepare_records,
     record_builder,
 )
-from engram.security.access import Permission
+from engram.security.access import Caller, Permission, SignedRequest
 from engram.security.signing import Signer
 
 T = TypeVar("T")
@@ -78,16 +84,32 @@ log = logging.getLogger("engram.network")
 NAMESPACE_KEY_HEADER = "x-engram-namespace-key"  # percent-encoded UTF-8
 namespace_key: ContextVar[str | None] = ContextVar("engram_namespace_key", default=None)
 """A legacy namespace key the current operation relays to every miner it asks (a gateway
-serving the original clients); set it around an operation with :func:`with_namespace_key`."""
+serving the original clients); set it around an operation with :func:`acting_for`."""
 
 
-async def with_namespace_key(key: str | None, work: Awaitable[T]) -> T:
-    """Await ``work`` with ``key`` relayed to the miners (its subtasks inherit it)."""
-    token = namespace_key.set(key)
+relayed: ContextVar[SignedRequest | None] = ContextVar("engram_relayed", default=None)
+"""The signed request a gateway is serving: sent unchanged to the miners that answer it, so
+each checks the signer (see :meth:`Network._call`); set it with :func:`acting_for`."""
+
+
+async def acting_for(caller: Caller, work: Awaitable[T]) -> T:
+    """Await ``work`` on behalf of ``caller``: its legacy namespace key and its signed
+    request are relayed to the miners (subtasks inherit both)."""
+    key_token = namespace_key.set(caller.namespace_key)
+    relay_token = relayed.set(caller.signed_request)
     try:
         return await work
     finally:
-        namespace_key.reset(token)
+        relayed.reset(relay_token)
+        namespace_key.reset(key_token)
+
+
+def _cannot_relay(signed: SignedRequest) -> UnauthorizedError:
+    return UnauthorizedError(
+        f"a gateway can carry your signature to the miners only on the node routes "
+        f"(not {signed.method} {signed.path}): for this, sign through the network client "
+        "(EngramClient.from_network(wallet=...)) or a miner"
+    )
 
 
 _PAGE = Limits().max_list_limit
@@ -142,6 +164,8 @@ class Network:
         # Reads give up at the deadline rather than retrying; writes retry a little.
         self._read = ClientConfig(timeout_s=self.config.read_deadline_s, retries=0, backoff_s=0)
         self._write = ClientConfig(timeout_s=self.config.write_timeout_s, retries=2, backoff_s=0.2)
+        # A relayed request is never resent: its nonce would be refused as a replay.
+        self._relay = ClientConfig(timeout_s=self.config.write_timeout_s, retries=0, backoff_s=0)
         self._metagraph: Metagraph | None = None
         self._fetched = 0.0
         self.limits = Limits()
@@ -215,15 +239,26 @@ class Network:
                 names.add(check_namespace(item.namespace, self.limits))
         dims = await self.dims(names)
         prepared = await asyncio.to_thread(self.prepare, items, dims)
-        reports = iter(await self.write([p for p in prepared if isinstance(p, Record)]))
+        signed = relayed.get()
+        if (
+            signed is not None
+            and not serves(IngestMany([]), signed)
+            and not serves(IngestOne(items[0]), signed)
+        ):
+            raise _cannot_relay(signed)
+        valid = [(i, p) for i, p in enumerate(prepared) if isinstance(p, Record)]
+        reports = iter(await self.write([p for _, p in valid], [i for i, _ in valid]))
         done = [next(reports) if isinstance(p, Record) else p for p in prepared]
         for p, outcome in zip(prepared, done, strict=True):
             if isinstance(p, Record) and isinstance(outcome, WriteReport) and outcome.ok:
                 self._dims.setdefault(p.namespace, p.embedding.size)
         return done
 
-    async def write(self, records: Sequence[Record]) -> list[WriteReport]:
-        """Store each record on its R replicas at once; ok at the write quorum."""
+    async def write(
+        self, records: Sequence[Record], positions: Sequence[int] = ()
+    ) -> list[WriteReport]:
+        """Store each record on its R replicas at once; ok at the write quorum
+        (``positions``: each record's place among the items of a relayed request)."""
         if not records:
             return []
         miners = await self.miners()
@@ -233,8 +268,17 @@ class Network:
         for i, route in enumerate(routes):
             for n in route:
                 by_miner.setdefault(n.hotkey, []).append(i)
+        if relayed.get() is not None and not positions:
+            positions = range(len(records))
         answers = await asyncio.gather(
-            *(self.put(neurons[h], [records[i] for i in idx]) for h, idx in by_miner.items())
+            *(
+                self.put(
+                    neurons[h],
+                    [records[i] for i in idx],
+                    [positions[i] for i in idx] if positions else (),
+                )
+                for h, idx in by_miner.items()
+            )
         )
         acked: list[list[str]] = [[] for _ in records]
         failed: list[dict[str, str]] = [{} for _ in records]
@@ -263,8 +307,22 @@ class Network:
             )
         return reports
 
-    async def put(self, miner: Neuron, records: Sequence[Record]) -> list[Outcome]:
-        """Store exactly these records on one miner; an outcome per record, never raises."""
+    async def put(
+        self, miner: Neuron, records: Sequence[Record], positions: Sequence[int] = ()
+    ) -> list[Outcome]:
+        """Store exactly these records on one miner; an outcome per record, never raises.
+
+        On a gateway serving a signed write, the user's request goes to the miner as it
+        is (``positions``: where these records are among its items); the miner stores the
+        items routed to it and refuses the others.
+        """
+        signed = relayed.get()
+        if signed is not None:
+            try:
+                answer = await self._call(miner, Relayed(signed, _WriteAnswer()), self._write)
+            except EngramError as exc:
+                return [Outcome.failed(exc)] * len(records)
+            return [answer[p] if p < len(answer) else Outcome(None, "no answer") for p in positions]
         outcomes = [Outcome(None, "not sent")] * len(records)
         chunks, rejected = split_batch(store_records(records).items, HTTP_BATCH_LIMITS)
         for i, reason in rejected:
@@ -281,6 +339,7 @@ class Network:
     async def delete(self, cid: str, namespace: str | None) -> ReadReport:
         """Delete from every miner that holds it (replicas and any repaired copy)."""
         report, answers = await self._scatter(await self.miners(), Delete(cid, namespace))
+        _raise_refusal(answers)
         if any(not isinstance(a, BaseException) for a in answers.values()):
             return report
         if report.failed:
@@ -293,16 +352,29 @@ class Network:
     async def _call(
         self, miner: Neuron, call: Call[T], config: ClientConfig, deadline_s: float | None = None
     ) -> T:
+        """Send ``call`` to one miner, signed by this client; on a gateway serving a signed
+        request, that request itself (a write it cannot relay is refused, never sent unsigned)."""
         key = namespace_key.get()
+        headers = {NAMESPACE_KEY_HEADER: quote(key, safe="")} if key else {}
+        signer = self.signer
+        signed = relayed.get()
+        if signed is not None and not isinstance(call, Relayed):
+            if serves(call, signed):
+                call = Relayed(signed, call)
+            elif writes(call):
+                raise _cannot_relay(signed)
+        if isinstance(call, Relayed):
+            signer, config = None, self._relay
+            headers.update(call.signed.headers)
         return await call_node(
             self._http,
             str(miner.axon_url),
             call,
             config,
             deadline_s,
-            signer=self.signer,
+            signer=signer,
             receiver=miner.hotkey,
-            headers={NAMESPACE_KEY_HEADER: quote(key, safe="")} if key else None,
+            headers=headers or None,
         )
 
     async def _scatter(
@@ -434,6 +506,13 @@ class Network:
 
         async def everything(n: Neuron) -> list[Record]:
             out: list[Record] = []
+            if relayed.get() is not None:  # the user's own page, asked once of each miner
+                return await self._call(
+                    n,
+                    ListRecords(_PAGE, 0, namespace, filter),
+                    self._read,
+                    self.config.read_deadline_s,
+                )
             while True:
                 page = await self._call(
                     n,
@@ -465,6 +544,8 @@ class Network:
         namespace: str | None,
         filter: Mapping[str, Any] | None = None,
     ) -> list[Record]:
+        if relayed.get() is not None:  # each miner has skipped ``offset`` of its own records
+            return (await self.records(namespace, filter))[:limit]
         return (await self.records(namespace, filter))[offset : offset + limit]
 
     async def count(self, namespace: str | None) -> int:
@@ -554,6 +635,19 @@ class Network:
     async def close(self) -> None:
         if self._owns_http:
             await self._http.aclose()
+
+
+class _WriteAnswer(Call[list[Outcome]]):
+    """A miner's answer to a relayed write: an outcome per item of the user's request (one
+    for a single ingest, the batch's for a batch)."""
+
+    def parse(self, body: Any) -> list[Outcome]:
+        if "cids" in body:
+            codes = body.get("codes") or [None] * len(body["cids"])
+            return [Outcome(*o) for o in zip(body["cids"], body["errors"], codes, strict=True)]
+        if not isinstance(body.get("cid"), str):
+            raise error_from_wire(400, body)
+        return [Outcome(body["cid"])]
 
 
 def _raise_refusal(answers: Mapping[Any, Any]) -> None:

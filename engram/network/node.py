@@ -22,7 +22,7 @@ from engram.chain import Chain, open_chain
 from engram.config import NetworkConfig
 from engram.embed import Embedder
 from engram.errors import EngramError, InvalidRequestError, QuorumError, error_from_wire
-from engram.network.client import Network, ReadReport, WriteReport, with_namespace_key
+from engram.network.client import Network, ReadReport, WriteReport, acting_for
 from engram.records import IngestItem, QueryResult, Record
 from engram.security.access import Caller, Permission
 from engram.security.signing import Signer
@@ -67,11 +67,10 @@ class NetworkNode:
         return Network(self.chain, config, embedder=embedder, signer=signer)
 
     def run(self, coro: Coroutine[Any, Any, T], caller: Caller | None = None) -> T:
-        """Run a coroutine of :attr:`network` on the node's loop and wait for it; a caller's
-        legacy namespace key is relayed to the miners."""
-        key = caller.namespace_key if caller is not None else None
-        if key is not None:
-            coro = with_namespace_key(key, coro)
+        """Run a coroutine of :attr:`network` on the node's loop and wait for it, acting for
+        ``caller``: its legacy namespace key and its signed request go on to the miners."""
+        if caller is not None:
+            coro = acting_for(caller, coro)
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -172,7 +171,7 @@ class NetworkNode:
         granted: bool,
         caller: Caller | None = None,
     ) -> dict[str, Any]:
-        return self.run(self.network.set_grant(namespace, hotkey, permission, granted))
+        return self.run(self.network.set_grant(namespace, hotkey, permission, granted), caller)
 
     def describe_namespace(self, namespace: str, caller: Caller | None = None) -> dict[str, Any]:
         return self.run(self.network.describe(namespace), caller)

@@ -339,12 +339,16 @@ class ClientCore:
     def _ns(self, namespace: str | None) -> str | None:
         return namespace if namespace is not None else self.namespace
 
+    def named(self, call: Call[T]) -> Call[T]:
+        """``call`` in this client's namespace when it names none."""
+        if getattr(call, "namespace", False) is None and self.namespace is not None:
+            call = replace(call, namespace=self.namespace)  # type: ignore[type-var]
+        return call
+
     def call(self, call: Call[T]) -> Plan[T]:
         """Any call as it is, in this client's namespace when it names none: an operation with
         no client-side logic needs nothing here but its call, one line in each twin."""
-        if getattr(call, "namespace", False) is None and self.namespace is not None:
-            call = replace(call, namespace=self.namespace)  # type: ignore[type-var]
-        return _single(call)
+        return _single(self.named(call))
 
     # writes
 

@@ -6,6 +6,7 @@ same plan from :class:`~engram.sdk._base.ClientCore`.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,8 +33,9 @@ from engram.sdk._base import (
     query_vector,
 )
 from engram.sdk.memory import AsyncMemoryClient
+from engram.sdk.remote import RemoteNode
 from engram.sdk.sealer import Sealer, sealer_for
-from engram.sdk.transports import JsonlFile, open_async_transport
+from engram.sdk.transports import AsyncHttpTransport, JsonlFile, open_async_transport
 from engram.security.sealing import SealKey
 
 T = TypeVar("T")
@@ -83,6 +85,7 @@ class AsyncEngramClient:
     def _open(self, target: Target, namespace: str | None, sealer: Sealer | None) -> None:
         self.target = target
         self._transport = open_async_transport(target)
+        self._signed_node: RemoteNode | None = None  # composes memory calls when signing
         self._core = ClientCore(namespace, self._transport.limits, sealer)
 
     @classmethod
@@ -146,9 +149,17 @@ class AsyncEngramClient:
     def memory(self) -> AsyncMemoryClient:
         """The agent-memory API (store, search, context, update, versions, forget, archive,
         list, links) in this client's mode and namespace."""
-        return AsyncMemoryClient(
-            lambda call: self._run(self._core.call(call)), self._core.sealer is not None
-        )
+        sealed = self._core.sealer is not None
+        if isinstance(self._transport, AsyncHttpTransport) and self.target.signer is not None:
+            # Composed here from signed node operations, which a gateway relays with the
+            # signature intact (it cannot sign the steps of a memory call for the user).
+            node = self._signed_node = RemoteNode(
+                self._transport.url, self.target.config, self.target.signer
+            )
+            return AsyncMemoryClient(
+                lambda call: asyncio.to_thread(self._core.named(call).local, node), sealed
+            )
+        return AsyncMemoryClient(lambda call: self._run(self._core.call(call)), sealed)
 
     async def _run(self, plan: Plan[T]) -> T:
         return await run_async(plan, self._transport.execute)
@@ -293,6 +304,8 @@ class AsyncEngramClient:
     async def close(self) -> None:
         """Close the store or the HTTP connections."""
         await self._transport.close()
+        if self._signed_node is not None:
+            self._signed_node.close()
 
     async def __aenter__(self) -> AsyncEngramClient:
         return self

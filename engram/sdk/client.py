@@ -32,8 +32,9 @@ from engram.sdk._base import (
     query_vector,
 )
 from engram.sdk.memory import MemoryClient
+from engram.sdk.remote import RemoteNode
 from engram.sdk.sealer import Sealer, sealer_for
-from engram.sdk.transports import JsonlFile, open_transport
+from engram.sdk.transports import HttpTransport, JsonlFile, open_transport
 from engram.security.sealing import SealKey
 
 T = TypeVar("T")
@@ -156,9 +157,13 @@ class EngramClient:
     def memory(self) -> MemoryClient:
         """The agent-memory API (store, search, context, update, versions, forget, archive,
         list, links) in this client's mode and namespace."""
-        return MemoryClient(
-            lambda call: self._run(self._core.call(call)), self._core.sealer is not None
-        )
+        sealed = self._core.sealer is not None
+        if isinstance(self._transport, HttpTransport) and self.target.signer is not None:
+            # Composed here from signed node operations, which a gateway relays with the
+            # signature intact (it cannot sign the steps of a memory call for the user).
+            node = RemoteNode.over(self._transport)
+            return MemoryClient(lambda call: self._core.named(call).local(node), sealed)
+        return MemoryClient(lambda call: self._run(self._core.call(call)), sealed)
 
     def _run(self, plan: Plan[T]) -> T:
         return run_sync(plan, self._transport.execute)

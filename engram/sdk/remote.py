@@ -52,6 +52,13 @@ class RemoteNode:
         )
         self.url = self._transport.url
 
+    @classmethod
+    def over(cls, transport: HttpTransport) -> RemoteNode:
+        """The node an SDK client's transport already talks to (its pool, its signer)."""
+        node = cls.__new__(cls)
+        node._transport, node.url = transport, transport.url
+        return node
+
     def _send(self, call: Call[T], caller: Caller | None = None) -> T:
         if caller is not None:
             raise InvalidRequestError(

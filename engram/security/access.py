@@ -24,6 +24,7 @@ import hmac
 import os
 import struct
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -46,6 +47,21 @@ class Permission(StrEnum):
 
 
 @dataclass(frozen=True)
+class SignedRequest:
+    """A request exactly as its signer sent it: what a gateway relays to the miners, so they
+    verify the signer themselves (``target`` is the path and query that were signed)."""
+
+    method: str
+    target: str
+    body: bytes
+    headers: Mapping[str, str]  # the signature headers
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+
+@dataclass(frozen=True)
 class Caller:
     """Who is asking: a verified hotkey, nobody (unsigned), or the store's own operator."""
 
@@ -53,6 +69,7 @@ class Caller:
     validator: bool = False  # holds a validator permit on the subnet
     operator: bool = False  # the process that owns the files (embedded use, with no wallet)
     namespace_key: str | None = None  # a legacy shared secret sent with the request
+    signed_request: SignedRequest | None = None  # on a gateway: the request, to relay as is
 
     @property
     def signed(self) -> bool:

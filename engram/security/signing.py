@@ -23,6 +23,12 @@ from engram.security.access import ANONYMOUS, Caller
 Signer = Any  # a bittensor Wallet, a sp_core Keypair, or anything bittensor.resolve_signer takes
 _SIGNATURE_HEADER = http_auth.HEADER_SIGNATURE.lower()
 _HOTKEY_HEADER = http_auth.HEADER_HOTKEY.lower()
+_AUTH_HEADER_PREFIX = "x-bittensor-"
+
+
+def signature_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The ``btauth/1`` headers of a request, to relay it with its signature intact."""
+    return {k: v for k, v in headers.items() if k.lower().startswith(_AUTH_HEADER_PREFIX)}
 
 
 def signer_hotkey(signer: Signer) -> str:

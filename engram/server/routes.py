@@ -35,11 +35,12 @@ from engram.api.memory import MEMORY_CALLS
 from engram.api.node import Node
 from engram.api.wire import LegacyFields
 from engram.network.client import NAMESPACE_KEY_HEADER
-from engram.security.access import Caller
+from engram.security.access import Caller, SignedRequest
 from engram.security.legacy import namespace_signer
 from engram.security.ratelimit import Budget
+from engram.security.signing import signature_headers
 from engram.server.app import json_body_doc, parse_body
-from engram.server.gate import Gate
+from engram.server.gate import Gate, request_target
 
 T = TypeVar("T")
 
@@ -72,6 +73,14 @@ class NodeRoutes:
         a ``namespace_key`` (body, or the header a gateway relays it in) and, on an unsigned
         request, a namespace signature."""
         caller = await self.gate.admit(request, budget, cost)
+        if self.replicated and caller.signed:  # a gateway: the miners check the signer too
+            signed = SignedRequest(
+                request.method,
+                request_target(request),
+                await request.body(),
+                signature_headers(request.headers),
+            )
+            caller = replace(caller, signed_request=signed)
         key = body.namespace_key if body is not None else None
         key = key or unquote(request.headers.get(NAMESPACE_KEY_HEADER, ""))
         if key:
