@@ -196,6 +196,10 @@ class ClientConfig:
     timeout_s: float = field(default=30.0, metadata={"help": "per-request timeout"})
     retries: int = field(default=3, metadata={"help": "retries on connection errors and 5xx"})
     backoff_s: float = field(default=0.2, metadata={"help": "first retry delay, doubled each try"})
+    max_retry_after_s: float = field(
+        default=10.0,
+        metadata={"help": "longest Retry-After of a 429 waited out before a retry"},
+    )
 
 
 @dataclass(frozen=True)

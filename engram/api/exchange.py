@@ -49,6 +49,14 @@ class HttpRequest:
 class HttpReply:
     status: int
     body: bytes
+    retry_after_s: float | None = None  # a 429's Retry-After, in seconds
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None  # absent, or an HTTP date: the usual backoff applies
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,8 @@ def _decode(reply: HttpReply) -> Any:
 def exchange(
     call: Call[T], url: str, config: ClientConfig
 ) -> Generator[HttpRequest | Sleep, HttpReply | Exception | None, T]:
-    """Send ``call``, retrying connection errors and 5xx with exponential backoff.
+    """Send ``call``, retrying connection errors and 5xx with exponential backoff, and a 429
+    after its ``Retry-After`` (at most ``max_retry_after_s``).
 
     Retrying a write is safe: a record's CID is the hash of its content and
     storing a CID twice changes nothing, so an ingest the server did apply
@@ -113,9 +122,11 @@ def exchange(
     """
     request = call.request()
     attempts = config.retries + 1
+    wait = 0.0
     for attempt in range(1, attempts + 1):
         if attempt > 1:
-            yield Sleep(backoff_delay(config, attempt - 1))
+            yield Sleep(wait)
+        wait = backoff_delay(config, attempt)
         reply = yield request
         last = attempt == attempts
         if isinstance(reply, Exception):
@@ -131,6 +142,9 @@ def exchange(
                 raise UpstreamError(
                     f"the node's answer to {request.method} {request.path} is malformed: {exc!r}"
                 ) from exc
+        if reply.status == 429 and not last:  # rate limited: wait as long as the node says
+            wait = min(reply.retry_after_s or wait, config.max_retry_after_s)
+            continue
         if last or not retryable_status(reply.status):
             return call.failure(reply.status, _decode(reply), retried=attempt > 1)
     raise AssertionError("unreachable: the last attempt returns or raises")
@@ -188,7 +202,7 @@ async def perform_async(
         response = await http.send(request)
     except httpx.TransportError as exc:
         return exc
-    return HttpReply(response.status_code, response.content)
+    return HttpReply(response.status_code, response.content, _retry_after(response))
 
 
 def perform_sync(http: httpx.Client, step: HttpRequest | Sleep) -> HttpReply | Exception | None:
@@ -206,7 +220,7 @@ def perform_sync(http: httpx.Client, step: HttpRequest | Sleep) -> HttpReply | E
         )
     except httpx.TransportError as exc:
         return exc  # exchange decides: retry, or raise it as Engram's error
-    return HttpReply(response.status_code, response.content)
+    return HttpReply(response.status_code, response.content, _retry_after(response))
 
 
 async def call_node(

@@ -101,6 +101,8 @@ class SealKey:
         An existing file is never overwritten (``FileExistsError``): losing a
         namespace key makes every record sealed to it unreadable.
         """
+        path = Path(path).expanduser()
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as fh:
             os.fchmod(fd, 0o600)  # the umask may have taken the owner's bits too
@@ -109,13 +111,23 @@ class SealKey:
             os.fsync(fd)
 
     @classmethod
+    def load_or_create(cls, path: str | os.PathLike[str]) -> SealKey:
+        """The key saved at ``path``, generated and saved there (0600) the first time."""
+        try:
+            return cls.load(path)
+        except FileNotFoundError:
+            key = cls.generate()
+            key.save(path)
+            return key
+
+    @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SealKey:
         """Read a key written by :meth:`save`."""
         bad = SealError(
             f"{os.fspath(path)} is not a seal key file: expected {2 * _KEY_BYTES} hex characters"
         )
         try:
-            raw = bytes.fromhex(Path(path).read_bytes().decode("ascii").strip())
+            raw = bytes.fromhex(Path(path).expanduser().read_bytes().decode("ascii").strip())
         except ValueError as exc:
             raise bad from exc
         if len(raw) != _KEY_BYTES:

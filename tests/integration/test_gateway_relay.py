@@ -9,12 +9,16 @@ the tiny deterministic HashEmbedder, since only plumbing and permissions are loo
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import bittensor as bt
 import httpx
 import pytest
 from bittensor.sp_core import Keypair
+from typer.testing import CliRunner
 
+from engram.cli import app
 from engram.config import GatewayConfig
 from engram.errors import EngramError, ForbiddenError, UnauthorizedError
 from engram.gateway.app import create_gateway_app
@@ -28,6 +32,7 @@ cluster = test_network.cluster
 ALICE = Keypair.create_from_uri("//relay-alice")
 BOB = Keypair.create_from_uri("//relay-bob")
 NS = "alice-agent"
+README = (Path(__file__).parents[2] / "README.md").read_text()
 
 
 def _gateway(cluster: test_network.Cluster) -> str:
@@ -126,3 +131,38 @@ def test_signed_memories_through_the_gateway_stay_private(cluster: test_network.
     with httpx.Client(base_url=url, timeout=30) as http:  # the memory routes, unsigned
         answer = http.get("/memory/list", params={"namespace": NS, "state": "all"})
         assert answer.status_code in (401, 403), answer.text
+
+
+def _private_memory_example() -> str:
+    section = README.split("## Private memory", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_private_memory_example_runs_against_a_gateway(
+    cluster: test_network.Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a new user runs it, twice: the wallet made by the command it names, the seal key
+    under ``~``, a signed and sealed write through the gateway that makes alice the owner
+    on every replica, and a grant through the gateway."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # ~/.engram of a new user
+    # bittensor fixes its default wallet folder when imported: point both at this test's.
+    wallets = str(tmp_path / ".bittensor" / "wallets")
+    made = CliRunner().invoke(
+        app, ["wallet", "new", "--name", "alice", "--hotkey", "default", "--path", wallets]
+    )
+    assert made.exit_code == 0, made.output
+    code = _private_memory_example().replace("http://127.0.0.1:8090", _gateway(cluster))
+    wallet = 'bt.Wallet(name="alice", hotkey="default")'
+    assert wallet in code
+    code = code.replace(wallet, f'bt.Wallet(name="alice", hotkey="default", path={wallets!r})')
+    for _ in range(2):  # a second run reuses the key and the namespace
+        exec(compile(code, "README.md", "exec"), {})
+    alice = bt.Wallet(name="alice", hotkey="default", path=wallets).hotkey
+    with EngramClient.from_network(
+        chain=cluster.chain.url, netuid=test_network.NETUID, keypair=alice
+    ) as owner:
+        info = owner.namespace_info("alice-agent")
+        assert info["owner"] == alice.ss58_address and info["private"]
+        assert [g["permission"] for g in info["grants"]] == ["read"]
+    with EngramClient(_gateway(cluster), namespace="alice-agent") as stranger:
+        _refused(lambda: stranger.query("seat preference"))

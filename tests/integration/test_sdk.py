@@ -39,6 +39,7 @@ from engram.errors import (
     InvalidFilterError,
     InvalidRequestError,
     NotFoundError,
+    RateLimitedError,
     UnavailableError,
     UpstreamTimeoutError,
 )
@@ -101,7 +102,9 @@ def _scripted_app(script: dict[str, list[Any]], hits: Counter[str]) -> Starlette
         if isinstance(body, int | float):
             await asyncio.sleep(body)
             body = {}
-        return JSONResponse(body, status_code=status)
+        body = dict(body)
+        headers = {"Retry-After": str(body.pop("retry_after"))} if "retry_after" in body else {}
+        return JSONResponse(body, status_code=status, headers=headers)
 
     script.setdefault("GET /health", [(200, {"status": "ok", "ready": True})])
     return Starlette(routes=[Route("/{path:path}", answer, methods=["GET", "POST", "DELETE"])])
@@ -429,6 +432,21 @@ def test_sdk_down_server_is_unavailable_after_retries(http_harness: Harness) -> 
     elapsed = time.monotonic() - started
     assert 0.05 + 0.1 <= elapsed < 2  # two backoffs (0.05 s, then 0.1 s), no more
     assert isinstance(exc.value.__cause__, httpx.ConnectError)
+
+
+def test_sdk_waits_out_a_429_as_its_retry_after_says(http_harness: Harness) -> None:
+    hits: Counter[str] = Counter()
+    limited = (429, {"error": "slow down", "code": "rate_limited", "retry_after": 1})
+    url = http_harness.serve(
+        _scripted_app({"GET /count": [limited, limited, (200, {"count": 3})]}, hits)
+    )
+    started = time.monotonic()
+    assert http_harness.client(url=url, retries=2, backoff_s=0.01).count() == 3
+    assert 2.0 <= time.monotonic() - started < 5  # one second each, as told
+    hits.clear()
+    with pytest.raises(RateLimitedError):  # the retries are bounded
+        http_harness.client(url=url, retries=1, backoff_s=0.01).count()
+    assert hits["GET /count"] == 2
 
 
 def test_sdk_retries_5xx_then_succeeds(http_harness: Harness) -> None:
