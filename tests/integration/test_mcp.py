@@ -491,3 +491,26 @@ def test_mcp_over_a_node_url_signed_by_a_wallet(
             stranger.memory.list()
     finally:
         miner.stop()
+
+
+def test_mcp_readme_config_starts_a_server_a_host_can_use(
+    portal: BlockingPortal, tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    """The README's MCP client config, as a host would run it: its command and args (the
+    command by full path, as the README says when ``engram`` is not on the PATH)."""
+    section = (Path(__file__).parents[2] / "README.md").read_text().split("## MCP server", 1)[1]
+    config = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    server = config["mcpServers"]["engram"]
+    assert server["command"] == "engram"
+    home = tmp_path / "home"  # the host's default store, beside the session's model cache
+    home.mkdir()
+    (home / "models").symlink_to(Path(server_env["ENGRAM_HOME"]) / "models")
+    env = {**server_env, "ENGRAM_HOME": str(home)}
+    with open_mcp(portal, _stdio(server["args"], env, tmp_path / "stderr.log")) as (s, init):
+        mcp = Mcp(portal, s, init)
+        stored = mcp.ok("memory_store", content="Noah takes his coffee black.")
+        assert stored["namespace"] == server["args"][server["args"].index("--namespace") + 1]
+        assert (
+            mcp.ok("memory_search", query="How does Noah drink coffee?")[0]["cid"]
+            == (stored["cid"])
+        )
