@@ -274,6 +274,13 @@ class SecurityConfig:
             "are permanent"
         },
     )
+    audit_max_rows: int = field(
+        default=100_000,
+        metadata={
+            "help": "entries the audit log of writes, deletes and grant changes keeps (the "
+            "newest; owners read theirs with GET /audit)"
+        },
+    )
 
 
 @dataclass(frozen=True)

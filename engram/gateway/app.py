@@ -29,6 +29,7 @@ from engram.gateway.web import add_web
 from engram.network.client import Network
 from engram.network.node import NetworkNode
 from engram.server.app import configure_logging, create_app
+from engram.server.auditlog import GATEWAY_FILENAME, AuditLog
 from engram.server.gate import Gate
 from engram.server.routes import NodeRoutes
 
@@ -51,6 +52,9 @@ def create_gateway_app(
     """The gateway over the subnet ``config.netuid`` of ``config.chain``."""
     config = config or GatewayConfig()
     limits = limits or Limits()
+    # Signatures are checked; limits are the miners' business until the gateway relays callers.
+    security = load_config(SecurityConfig, rate_limits=False)
+    audit = AuditLog(config.home / GATEWAY_FILENAME, security.audit_max_rows)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,16 +66,17 @@ def create_gateway_app(
         pool.submit(_warm_up, node)
         log.info("gateway ready", extra={"chain": config.chain, "netuid": config.netuid})
         try:
+            audit.open()  # created and migrated now: a bad home fails the start
             yield
         finally:
             pool.shutdown(wait=True)
+            audit.close()
             node.close()
             chain.close()
 
     app = create_app("Engram gateway", __version__, limits, lifespan=lifespan)
-    # Signatures are checked; limits are the miners' business until the gateway relays callers.
-    gate = Gate(load_config(SecurityConfig, rate_limits=False), require_signatures=False)
-    NodeRoutes(gate, replicated=True).mount(app)
+    gate = Gate(security, require_signatures=False)
+    NodeRoutes(gate, replicated=True, audit=audit).mount(app)
 
     def node(request: Request) -> NetworkNode:
         return request.app.state.node

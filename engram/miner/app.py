@@ -34,6 +34,8 @@ from engram.node.local import LocalNode
 from engram.proofs import Challenge
 from engram.security.ratelimit import Budget
 from engram.server.app import configure_logging, create_app, json_body_doc, parse_body
+from engram.server.auditlog import FILENAME as AUDIT_FILENAME
+from engram.server.auditlog import AuditLog
 from engram.server.gate import Gate
 from engram.server.routes import NodeRoutes
 from engram.store import Store
@@ -66,6 +68,7 @@ def create_miner_app(
     limits = limits or Limits()
     security = security or load_config(SecurityConfig)
     route = axon.route if axon is not None and not config.accept_unrouted else None
+    audit = AuditLog(config.home / AUDIT_FILENAME, security.audit_max_rows)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,11 +86,13 @@ def create_miner_app(
         heartbeat = asyncio.create_task(axon.keep_announced()) if axon is not None else None
         log.info("miner ready", extra={"home": str(config.home), "records": store.count()})
         try:
+            audit.open()  # created and migrated now: a bad home fails the start
             yield
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
             pool.shutdown(wait=True)
+            audit.close()
             node.close()
             log.info("miner stopped; store closed")
 
@@ -98,7 +103,7 @@ def create_miner_app(
         hotkey=axon.hotkey if axon is not None else None,
         validators=(lambda: axon.validators) if axon is not None else frozenset,
     )
-    routes = NodeRoutes(gate, replicated=False)
+    routes = NodeRoutes(gate, replicated=False, audit=audit)
     routes.mount(app)
     records_gauge = Gauge("engram_records", "records stored", registry=app.state.metrics.registry)
 

@@ -603,10 +603,15 @@ class Network:
         return await self._first_answer(DescribeNamespace(namespace), f"describe {namespace!r}")
 
     async def _first_answer(self, call: Call[T], what: str) -> T:
+        """Every serving miner's answer to ``call``: a refusal from one that holds the
+        namespace wins (a miner that never saw it would let anyone claim it), then an answer
+        that names an owner, then any answer."""
         report, answers = await self._scatter(await self.miners(), call)
-        for answer in answers.values():
-            if not isinstance(answer, BaseException):
-                return answer
+        _raise_refusal(answers)
+        good = [a for a in answers.values() if not isinstance(a, BaseException)]
+        owned = [a for a in good if isinstance(a, Mapping) and a.get("owner")]
+        if owned or good:
+            return (owned or good)[0]
         _raise_client_error(answers)
         raise UnavailableError(f"no miner could {what}: {report.failed}")
 

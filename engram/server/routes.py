@@ -15,34 +15,55 @@ The original network's clients keep working here: their ``DELETE
 /retrieve/{cid}`` and ``POST /list``, their ``namespace_key`` (see
 :mod:`engram.security.access`) and their namespace signature (see
 :mod:`engram.security.legacy`).
+
+With an :class:`~engram.server.auditlog.AuditLog`, every request to a route
+that changes what the node holds (one that spends the ingest budget) leaves an
+entry once it is answered, whatever the answer, and ``GET /audit`` gives a
+namespace's owner its entries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote
 
 from fastapi import FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 
-from engram.api.calls import NODE_CALLS, Call, Incoming, Route
-from engram.api.memory import MEMORY_CALLS
+from engram.api.calls import NODE_CALLS, Call, Incoming, IngestMany, IngestOne, Route
+from engram.api.memory import MEMORY_CALLS, StoreMemory, UpdateMemory
 from engram.api.node import Node
-from engram.api.wire import LegacyFields
+from engram.api.wire import BatchIngestRequest, LegacyFields
+from engram.config import DEFAULT_NAMESPACE
+from engram.errors import (
+    EngramError,
+    ForbiddenError,
+    InvalidRequestError,
+    NotFoundError,
+    UnauthorizedError,
+)
 from engram.network.client import NAMESPACE_KEY_HEADER
 from engram.security.access import Caller, SignedRequest
 from engram.security.legacy import namespace_signer
 from engram.security.ratelimit import Budget
 from engram.security.signing import signature_headers
 from engram.server.app import json_body_doc, parse_body
+from engram.server.auditlog import ANONYMOUS, AuditEntry, AuditLog, AuditParams, AuditResponse
 from engram.server.gate import Gate, request_target
 
 T = TypeVar("T")
+log = logging.getLogger("engram.server")
+
+_CLAIMING = (IngestOne, IngestMany, StoreMemory, UpdateMemory)
+"""The writes that store records, so claim an empty namespace on a miner for their signer."""
 
 ROUTES: dict[str, tuple[str, ...]] = {}
 """The HTTP routes of each node operation (``"METHOD /path"``), from the calls' own routes."""
@@ -53,12 +74,23 @@ for _call in NODE_CALLS:
     )
 
 
-class NodeRoutes:
-    """The node API of ``app.state.node``, run on ``app.state.pool``, admitted by ``gate``."""
+@dataclass
+class _Seen:
+    """How far one request got before it was answered: what its audit entry can name."""
 
-    def __init__(self, gate: Gate, *, replicated: bool) -> None:
+    incoming: Incoming | None = None
+    made: Call[Any] | None = None
+    caller: Caller | None = None
+
+
+class NodeRoutes:
+    """The node API of ``app.state.node``, run on ``app.state.pool``, admitted by ``gate``;
+    with ``audit``, every change asked of it is recorded there."""
+
+    def __init__(self, gate: Gate, *, replicated: bool, audit: AuditLog | None = None) -> None:
         self.gate = gate
         self.replicated = replicated  # answers name the replicas that acknowledged each write
+        self.audit = audit
 
     @staticmethod
     async def run(request: Request, fn: Callable[..., T], *args: Any) -> T:
@@ -105,7 +137,8 @@ class NodeRoutes:
         return caller
 
     def mount(self, app: FastAPI) -> None:
-        """Add every route of every node call and memory call to ``app``."""
+        """Add every route of every node call and memory call to ``app`` (and ``GET /audit``
+        with an audit log)."""
         for call in (*NODE_CALLS, *MEMORY_CALLS):
             for route in call.routes:
                 response = (self.replicated and route.replicated_response) or route.response
@@ -118,27 +151,54 @@ class NodeRoutes:
                     openapi_extra=json_body_doc(route.body) if route.body is not None else None,
                     name=f"{call.operation or call.__name__} ({route.method} {route.path})",
                 )
+        if self.audit is not None:
+            self._mount_audit(app, self.audit)
 
     def _endpoint(
         self, call: type[Call[Any]], route: Route
     ) -> Callable[..., Awaitable[dict[str, Any]]]:
         """The handler of one route, with the signature FastAPI reads its parameters from."""
         names = re.findall(r"{(\w+)}", route.path)
+        audited = self.audit is not None and route.budget is Budget.INGEST
 
-        async def endpoint(request: Request, response: Response, **given: Any) -> dict[str, Any]:
+        async def handle(
+            request: Request, response: Response, given: dict[str, Any], seen: _Seen
+        ) -> dict[str, Any]:
             body = None
             if route.body is not None and (not route.body_optional or await request.body()):
                 body = await parse_body(request, route.body)
-            incoming = Incoming({n: given[n] for n in names}, given.get("params"), body)
-            made = call.from_request(incoming)
+            incoming = seen.incoming = Incoming(
+                {n: given[n] for n in names}, given.get("params"), body
+            )
+            made = seen.made = call.from_request(incoming)
             caller = None
             if route.budget is not None:
                 credentials = call.credentials(incoming)
                 caller = await self.caller(request, route.budget, credentials, made.cost())
+                seen.caller = caller
             node: Node = request.app.state.node
             answer = await self.run(request, made.serve, node, caller, self.replicated)
             response.status_code = made.status(answer)
             return answer
+
+        async def endpoint(request: Request, response: Response, **given: Any) -> dict[str, Any]:
+            seen = _Seen()
+            if not audited:
+                return await handle(request, response, given, seen)
+            try:
+                answered = await handle(request, response, given, seen)
+            except EngramError as exc:
+                await self._audit(request, route, given, seen, exc.status, exc.code)
+                raise
+            except RequestValidationError:
+                await self._audit(request, route, given, seen, 400, InvalidRequestError.code)
+                raise
+            except Exception:
+                await self._audit(request, route, given, seen, 500, EngramError.code)
+                raise
+            status = response.status_code or 200
+            await self._audit(request, route, given, seen, status, None, answered)
+            return answered
 
         kw = inspect.Parameter.KEYWORD_ONLY
         params = [
@@ -153,3 +213,137 @@ class NodeRoutes:
         endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         endpoint.__doc__ = call.__doc__
         return endpoint
+
+    # --- the audit log -------------------------------------------------------------------
+
+    async def _audit(
+        self,
+        request: Request,
+        route: Route,
+        given: dict[str, Any],
+        seen: _Seen,
+        status: int,
+        code: str | None,
+        answer: dict[str, Any] | None = None,
+    ) -> None:
+        """Record one answered change; a log that cannot be written never fails the request."""
+        assert self.audit is not None
+        caller = seen.caller
+        at = time.time()
+        client_ip = request.client.host if request.client else None
+        entries: list[AuditEntry] = []
+        claims: dict[str, str | None] = {}
+        for namespace, (item_code, stored) in _touched(seen, given, answer, status).items():
+            entries.append(
+                AuditEntry(
+                    at=at,
+                    actor=(caller.hotkey if caller is not None else None) or ANONYMOUS,
+                    method=route.method,
+                    route=route.path,
+                    namespace=namespace,
+                    cid=given.get("cid"),
+                    client_ip=client_ip,
+                    status=status,
+                    code=code or item_code,
+                )
+            )
+            if self.replicated and stored and namespace and isinstance(seen.made, _CLAIMING):
+                # the miners saw the relayed signature, or (a legacy caller too) no signature
+                relayed = caller is not None and caller.signed_request is not None
+                signer = caller.hotkey if relayed and caller is not None else None
+                claims[namespace] = signer if namespace != DEFAULT_NAMESPACE else None
+        try:
+            await self.run(request, _write_audit, self.audit, entries, claims)
+        except Exception:
+            log.exception("the audit log could not record %s %s", route.method, route.path)
+
+    def _owner(self, node: Node, namespace: str, caller: Caller) -> str | None:
+        """The owner of ``namespace`` as this server can tell ``caller``; ``None``: nobody.
+
+        A miner asks its node, which knows. A gateway cannot ask the miners for a private
+        namespace on the caller's behalf (a signature is relayed only to the route it was
+        made for), so it answers with the hotkey whose signed write first reached the
+        namespace through it, ``None`` if that write was unsigned.
+        """
+        assert self.audit is not None
+        if self.replicated:
+            return self.audit.claimant(namespace)
+        try:
+            owner = node.describe_namespace(namespace, caller).get("owner")
+        except (UnauthorizedError, ForbiddenError, NotFoundError):
+            return None  # the caller may not even read it
+        return owner if isinstance(owner, str) else None
+
+    def _mount_audit(self, app: FastAPI, audit: AuditLog) -> None:
+        async def read_audit(
+            request: Request, params: Annotated[AuditParams, Query()]
+        ) -> AuditResponse:
+            """The audit log of one namespace, newest first: every write, delete, grant change
+            and lifecycle change asked there (who, what, when, from where, with what result).
+            Only the namespace's owner may read it, with a signed request; a public namespace
+            has no owner, so nobody reads its log over HTTP."""
+            caller = await self.gate.admit(request, Budget.QUERY)
+            if not caller.signed:
+                raise UnauthorizedError(
+                    "the audit log of a namespace is its owner's: sign the request with the "
+                    "owner's hotkey"
+                )
+            node: Node = request.app.state.node
+            owner = await self.run(request, self._owner, node, params.namespace, caller)
+            if owner is None or owner != caller.hotkey:
+                where = "through this gateway " if self.replicated else ""
+                raise ForbiddenError(
+                    f"only the owner of namespace {params.namespace!r} may read its audit log, "
+                    f"and hotkey {caller.hotkey} is not its owner {where}(a public namespace "
+                    "has none)"
+                )
+            entries = await self.run(
+                request, audit.entries, params.namespace, params.limit, params.before_id
+            )
+            return AuditResponse(namespace=params.namespace, entries=entries)
+
+        app.add_api_route(
+            "/audit",
+            read_audit,
+            methods=["GET"],
+            response_model=AuditResponse,
+            name="audit (GET /audit)",
+        )
+
+
+def _write_audit(audit: AuditLog, entries: list[AuditEntry], claims: dict[str, str | None]) -> None:
+    audit.record(*entries)
+    for namespace, owner in claims.items():
+        audit.claim(namespace, owner)
+
+
+def _touched(
+    seen: _Seen, given: dict[str, Any], answer: dict[str, Any] | None, status: int
+) -> dict[str | None, tuple[str | None, bool]]:
+    """The namespaces a change named, each with the first error code of its batch items and
+    whether anything was stored there; ``None`` when the request did not parse that far."""
+    incoming, made = seen.incoming, seen.made
+    body = incoming.body if incoming is not None else None
+    if isinstance(body, BatchIngestRequest):  # each item names its own namespace
+        cids = (answer or {}).get("cids") or []
+        codes = (answer or {}).get("codes") or []
+        touched: dict[str | None, tuple[str | None, bool]] = {}
+        for i, item in enumerate(body.items):
+            ns = item.namespace or DEFAULT_NAMESPACE
+            code, stored = touched.get(ns, (None, False))
+            item_code = codes[i] if i < len(codes) else None
+            item_cid = cids[i] if i < len(cids) else None
+            touched[ns] = (code or item_code, stored or item_cid is not None)
+        return touched
+    namespace: str | None
+    if isinstance(made, IngestOne):
+        namespace = made.item.namespace
+    elif made is not None and hasattr(made, "namespace"):
+        namespace = made.namespace
+    elif "namespace" in given:
+        namespace = given["namespace"]
+    elif incoming is not None:
+        namespace = getattr(incoming.params, "namespace", None) or getattr(body, "namespace", None)
+    else:
+        return {None: (None, False)}
+    return {namespace or DEFAULT_NAMESPACE: (None, status < 400)}
