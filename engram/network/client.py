@@ -608,7 +608,7 @@ class Network:
         that names an owner, then any answer."""
         report, answers = await self._scatter(await self.miners(), call)
         _raise_refusal(answers)
-        good = [a for a in answers.values() if not isinstance(a, BaseException)]
+        good: list[T] = [a for a in answers.values() if not isinstance(a, BaseException)]
         owned = [a for a in good if isinstance(a, Mapping) and a.get("owner")]
         if owned or good:
             return (owned or good)[0]
