@@ -159,7 +159,12 @@ class Network:
         self.signer = signer  # signs every request, bound to each miner's hotkey
         self.config = config or NetworkConfig(chain=chain.url)
         self._embedder = embedder
-        self._http = http or httpx.AsyncClient(headers={"user-agent": f"engram/{__version__}"})
+        self._http = http or httpx.AsyncClient(
+            headers={"user-agent": f"engram/{__version__}"},
+            # Every read fans out to every miner: keep those connections open (a gateway
+            # under load spent a fifth of its time opening them with httpx's default 20).
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
+        )
         self._owns_http = http is None
         # Reads give up at the deadline rather than retrying; writes retry a little.
         self._read = ClientConfig(timeout_s=self.config.read_deadline_s, retries=0, backoff_s=0)
