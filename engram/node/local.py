@@ -309,13 +309,13 @@ class LocalNode:
         ns = check_namespace(namespace, self.store.limits)
         self.access.require(caller or self.caller, ns, Permission.WRITE)
         now = time.time()
-        known = self.lifecycle(ns, cids, caller)
+        known = self.store.db.memory_states(ns, cids)  # WRITE is enough: no READ check
         changed: dict[str, Lifecycle] = {}
         for cid in dict.fromkeys(cids):
             record = self.store.get(cid, ns)
             if record is None:
                 continue
-            old = known.get(cid, Lifecycle())
+            old = Lifecycle(*known[cid]) if cid in known else Lifecycle()
             state, card = old.state, old.card
             if action == "review":
                 created = float(record.metadata.get("created_at") or now)

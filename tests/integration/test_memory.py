@@ -26,6 +26,7 @@ from engram.config import GatewayConfig, MinerConfig
 from engram.embed import Embedder, get_embedder
 from engram.errors import (
     ConflictError,
+    ForbiddenError,
     InvalidCIDError,
     InvalidFilterError,
     InvalidRequestError,
@@ -36,8 +37,10 @@ from engram.memory.model import Link, Memory
 from engram.memory.tokens import count_tokens
 from engram.miner.app import create_miner_app
 from engram.node.local import LocalNode
+from engram.records import IngestItem
 from engram.sdk.remote import RemoteNode
 from engram.sdk.transports import NetworkTransport
+from engram.security.access import Caller, Permission
 from engram.security.signing import HotkeyAuth
 from tests.conftest import HashEmbedder, free_port, serve_in_thread
 from tests.integration import test_network
@@ -645,3 +648,20 @@ def test_a_superseded_memory_leaves_search_on_every_replica(cluster: test_networ
             "gateway search": old.cid in [m["cid"] for m in found],
         }
     assert leaks == dict.fromkeys(leaks, False)
+
+
+def test_a_write_grantee_may_archive_without_a_read_grant(tmp_path: Path) -> None:
+    """Changing a memory's lifecycle is a write: a hotkey granted only ``write`` may do it."""
+    writer_key = Keypair.create_from_uri("//memory-writer").ss58_address
+    owner, writer = Caller(hotkey=ALICE.ss58_address), Caller(hotkey=writer_key)
+    node = LocalNode.open(tmp_path, HashEmbedder())
+    try:
+        (stored,) = node.ingest([IngestItem(text="a memory", namespace="private-ns")], owner)
+        node.set_grant("private-ns", writer_key, Permission.WRITE, True, owner)
+        cid = stored.cid  # type: ignore[union-attr]
+        changed = node.set_lifecycle("private-ns", [cid], "archive", writer)
+        assert changed[cid].state == "archived"
+        with pytest.raises(ForbiddenError):  # reading the entries still needs read
+            node.lifecycle("private-ns", [cid], writer)
+    finally:
+        node.close()
