@@ -903,18 +903,19 @@ class Relayed(Call[T]):
         return self.call.failure(status, body, retried)
 
 
-def serves(call: Call[Any], signed: SignedRequest) -> bool:
-    """Whether ``signed`` was sent to one of the routes of ``call``'s operation."""
+def serves(call: type[Call[Any]], signed: SignedRequest) -> bool:
+    """Whether ``signed`` was sent to one of the routes of the ``call`` operation."""
     return any(
         route.method == signed.method
         and re.fullmatch(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(route.path)), signed.path)
-        for route in type(call).routes
+        for route in call.routes
     )
 
 
-def writes(call: Call[Any]) -> bool:
-    """Whether ``call`` changes what a node holds (its routes spend the ingest budget)."""
-    return any(route.budget is Budget.INGEST for route in type(call).routes)
+def writes(call: type[Call[Any]]) -> bool:
+    """Whether the ``call`` operation changes what a node holds (its routes spend the ingest
+    budget)."""
+    return any(route.budget is Budget.INGEST for route in call.routes)
 
 
 NODE_CALLS: tuple[type[Call[Any]], ...] = (

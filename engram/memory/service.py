@@ -74,16 +74,14 @@ class Memories:
         """A new memory; a near-duplicate of an active one returns that one instead
         (``duplicate_of`` set) and stores nothing."""
         importance = self.config.default_importance if importance is None else importance
-        now = time.time()
-        memory_metadata(content, category, importance, tags, source, now, ttl_s)  # checks input
+        metadata = memory_metadata(content, category, importance, tags, source, time.time(), ttl_s)
         similar = self._similar(content, namespace)
         if similar and similar[0][1] >= self.config.duplicate_similarity:
             existing = self.get(similar[0][0], namespace)
             return existing.model_copy(update={"duplicate_of": existing.cid})
         links = [cid for cid, score in similar if score >= self.config.link_similarity]
-        metadata = memory_metadata(
-            content, category, importance, tags, source, now, ttl_s, links=links
-        )
+        if links:
+            metadata["links"] = links
         return self._write(content, metadata, namespace)
 
     def update(

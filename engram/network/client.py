@@ -238,19 +238,15 @@ class Network:
 
     async def ingest(self, items: Sequence[IngestItem]) -> list[WriteReport | EngramError]:
         """Embed once, write everywhere: a report per valid item, the error of an invalid one."""
+        signed = relayed.get()  # refused before any work when it cannot go on as signed
+        if signed is not None and not (serves(IngestMany, signed) or serves(IngestOne, signed)):
+            raise _cannot_relay(signed)
         names: set[str] = set()
         for item in items:
             with contextlib.suppress(EngramError):  # a bad name fails in prepare, in place
                 names.add(check_namespace(item.namespace, self.limits))
         dims = await self.dims(names)
         prepared = await asyncio.to_thread(self.prepare, items, dims)
-        signed = relayed.get()
-        if (
-            signed is not None
-            and not serves(IngestMany([]), signed)
-            and not serves(IngestOne(items[0]), signed)
-        ):
-            raise _cannot_relay(signed)
         valid = [(i, p) for i, p in enumerate(prepared) if isinstance(p, Record)]
         reports = iter(await self.write([p for _, p in valid], [i for i, _ in valid]))
         done = [next(reports) if isinstance(p, Record) else p for p in prepared]
@@ -364,9 +360,9 @@ class Network:
         signer = self.signer
         signed = relayed.get()
         if signed is not None and not isinstance(call, Relayed):
-            if serves(call, signed):
+            if serves(type(call), signed):
                 call = Relayed(signed, call)
-            elif writes(call):
+            elif writes(type(call)):
                 raise _cannot_relay(signed)
         if isinstance(call, Relayed):
             signer, config = None, self._relay
