@@ -1,11 +1,14 @@
 """The gateway's pages in headless Chromium against a running localnet (real model, real
 processes): store and find a text, upload a PDF and audit one of its passages on its three
-replicas, watch the dashboard follow a validator round, and the error and phone layouts.
+replicas, watch the dashboard follow a validator round, tell identical miners' lines apart and
+show a SIGKILLed miner's last measurements as stale, and the error and phone layouts.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 
@@ -58,8 +61,9 @@ def test_dashboard_lists_every_neuron_and_follows_a_weights_round(
         page.wait_for_timeout(500)
     miners = sorted((n for n in neurons if not n.validator_permit), key=lambda n: n.uid)
     assert shown == [f"{scores['miners'][str(n.uid)]['weight']:.4f}" for n in miners]
-    expect(page.locator("#chart-weight polyline")).to_have_count(3, timeout=ROUND_TIMEOUT_MS)
-    expect(page.locator("#chart-score polyline")).to_have_count(3)
+    # One end marker per miner (a line that breaks draws more than one polyline).
+    expect(page.locator("#chart-weight .marker")).to_have_count(3, timeout=ROUND_TIMEOUT_MS)
+    expect(page.locator("#chart-score .marker")).to_have_count(3)
     expect(page.locator("#health-lost")).to_have_text(re.compile(r"^\d+ lost$"))
 
 
@@ -164,3 +168,113 @@ def test_pages_fit_a_phone_and_work_from_the_keyboard(page: Page, path: str) -> 
            .filter(e => !e.labels || e.labels.length === 0).map(e => e.id)"""
     )
     assert unlabelled == []
+
+
+def _series_styles(page: Page, chart: str) -> dict[str, tuple[str, str, tuple[float, float]]]:
+    """Per uid on a chart: the line's colour and dash pattern and where its end marker sits."""
+    found = page.evaluate(
+        """(chart) => [...document.querySelectorAll(`#${chart} .marker`)].map((m) => {
+             const line = document.querySelector(`#${chart} polyline[data-uid="${m.dataset.uid}"]`);
+             const box = m.getBBox();
+             return [m.dataset.uid, line ? line.getAttribute("stroke") : null,
+                     line ? line.getAttribute("stroke-dasharray") : null,
+                     [box.x + box.width / 2, box.y + box.height / 2]];
+           })""",
+        chart,
+    )
+    return {uid: (color, dash, tuple(centre)) for uid, color, dash, centre in found}
+
+
+def test_identical_miners_lines_stay_apart_and_hover_names_each(page: Page) -> None:
+    """The localnet's three miners are identical, so their scores coincide: each line still
+    has its own colour, dash and end marker, drawn a few pixels from the others."""
+    page.goto("/dashboard")
+    expect(page.locator("#chart-score .marker")).to_have_count(3, timeout=ROUND_TIMEOUT_MS)
+    deadline = time.monotonic() + ROUND_TIMEOUT_MS / 1000
+    while True:
+        styles = _series_styles(page, "chart-score")
+        if all(color is not None for color, _, _ in styles.values()):
+            break
+        assert time.monotonic() < deadline, f"not every miner has a score line: {styles}"
+        page.wait_for_timeout(500)
+    assert len(styles) == 3
+    assert len({(color, dash) for color, dash, _ in styles.values()}) == 3, styles
+    ends = [centre for _, _, centre in styles.values()]
+    for i, a in enumerate(ends):
+        for b in ends[i + 1 :]:
+            assert max(abs(a[0] - b[0]), abs(a[1] - b[1])) >= 2, f"end markers overlap: {styles}"
+    legend = page.locator("#legend-score li")
+    expect(legend).to_have_count(3)
+    for uid in styles:
+        expect(page.locator(f'#legend-score li[data-uid="{uid}"] svg line')).to_have_count(1)
+
+    chart = page.locator("#chart-score")
+    box = chart.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] - 20, box["y"] + box["height"] / 2)
+    tip = page.locator("#tip-score")
+    expect(tip).to_be_visible()
+    for uid in styles:
+        expect(tip).to_contain_text(f"uid {uid}: ")
+    expect(chart.locator(".guide")).to_have_count(1)
+    page.mouse.move(box["x"] - 30, box["y"] - 30)
+    expect(tip).to_be_hidden()
+
+
+def test_a_killed_miner_shows_its_last_measurements_as_stale(
+    page: Page, localnet: Localnet, chain: LocalChain
+) -> None:
+    """SIGKILL a miner: once its axon expires the dashboard says it is down and when it was
+    last measured, greys its recall, latency, proof rate and score, and breaks its score line;
+    restarted, it is measured again and nothing is stale."""
+    victim = next(c for c in localnet.children if c.name == "miner-0")
+    port = victim.url.rsplit(":", 1)[1]
+    neuron = next(
+        n for n in chain.metagraph(localnet.netuid).neurons if str(n.axon_url).endswith(":" + port)
+    )
+    page.goto("/dashboard")
+    row = page.locator(f'#neurons-table tr[data-uid="{neuron.uid}"]')
+    score = row.locator('td[data-field="score"]')
+    expect(score).to_have_text(re.compile(r"^\d\.\d{3}$"), timeout=ROUND_TIMEOUT_MS)
+    expect(page.locator("#neurons-table tr[data-stale]")).to_have_count(0)
+
+    os.kill(victim.process.pid, signal.SIGKILL)
+    victim.process.wait(10)
+    try:
+        expect(row).to_have_attribute("data-stale", "true", timeout=ROUND_TIMEOUT_MS)
+        expect(row.locator('td[data-field="serving"]')).to_contain_text(
+            re.compile(r"down\s*last measured (now|\d+ s ago|\d+ min ago)")
+        )
+        for field in ("recall", "latency", "proof_rate", "score"):
+            cell = row.locator(f'td[data-field="{field}"]')
+            if field == "proof_rate" and cell.inner_text() == "—":
+                continue  # never challenged yet: nothing to show, stale or not
+            expect(cell).to_have_class(re.compile(r"\bstale\b"))
+            expect(cell).to_have_attribute("title", re.compile("before the miner went down"))
+        for field in ("ema", "weight"):  # the validator's state, current even for a down miner
+            expect(row.locator(f'td[data-field="{field}"]')).not_to_have_class(re.compile("stale"))
+        others = page.locator('#neurons-table tr[data-role="miner"]:not([data-stale])')
+        expect(others).to_have_count(2)
+        expect(page.locator(f'#legend-score li.down[data-uid="{neuron.uid}"]')).to_contain_text(
+            "(down)", timeout=ROUND_TIMEOUT_MS
+        )
+    finally:
+        restarted = localnet.restart("miner-0")
+        deadline = time.monotonic() + 120
+        while not any(
+            n.uid == neuron.uid for n in chain.metagraph(localnet.netuid).serving()
+        ) or not _healthy(restarted.url):
+            assert time.monotonic() < deadline, "the restarted miner did not serve again"
+            time.sleep(0.5)
+    expect(row).not_to_have_attribute("data-stale", "true", timeout=ROUND_TIMEOUT_MS)
+    expect(row.locator('td[data-field="serving"]')).to_have_text("serving")
+    expect(page.locator(f'#legend-score li[data-uid="{neuron.uid}"]')).not_to_have_class(
+        re.compile("down"), timeout=ROUND_TIMEOUT_MS
+    )
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

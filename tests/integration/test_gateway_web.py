@@ -202,6 +202,9 @@ def test_web_history_samples_the_network(gateway: Gateway, http: httpx.Client) -
         time.sleep(0.2)
     uids = {str(n.uid) for n in gateway.chain.metagraph(NETUID).neurons}
     assert set(snapshots[0]["miners"]) == uids
+    # No validator here: every miner serves, none has been measured, no round has run.
+    assert snapshots[0]["scored_at"] is None
+    assert all(m["serving"] and m["measured_at"] is None for m in snapshots[0]["miners"].values())
     later = http.get("/api/history", params={"since": snapshots[-1]["t"]}).json()
     assert all(s["t"] > snapshots[-1]["t"] for s in later["snapshots"])
     assert later["size"] >= len(snapshots) and later["interval_s"] > 0
