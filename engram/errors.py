@@ -17,6 +17,7 @@ the same class (:func:`error_from_wire`)::
     ├── ForbiddenError               403 forbidden
     ├── NotFoundError                404 not_found
     ├── ConflictError                409 conflict           (e.g. updating a forgotten memory)
+    │   └── BusyError                409 busy               (port in use, localnet already running)
     ├── NotAReplicaError             421 not_a_replica      (routing sends this CID elsewhere)
     ├── PayloadTooLargeError         413 payload_too_large
     ├── CIDMismatchError             422 cid_mismatch
@@ -107,6 +108,12 @@ class ConflictError(EngramError):
     status = 409
 
 
+class BusyError(ConflictError):
+    """Another process holds what this one needs to start: a port, or a localnet's home."""
+
+    code = "busy"
+
+
 class NotAReplicaError(EngramError):
     code = "not_a_replica"
     status = 421
@@ -149,6 +156,16 @@ class UpstreamError(EngramError):
 class UnavailableError(UpstreamError):
     code = "unavailable"
     status = 503
+
+
+class OverloadedError(UnavailableError):
+    """The server has as many requests in hand as it serves at once: retry after a moment."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class EmbedderUnavailableError(UnavailableError):

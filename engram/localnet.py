@@ -4,6 +4,10 @@ Everything lives under one folder (chain file, wallets, each miner's store,
 the validator's state, logs), so a second start resumes where the first
 stopped. Cadences are seconds, not minutes, so scores and weights move while
 you watch.
+
+One localnet runs per folder (a pid lock, ``localnet.pid``), and its ports are
+checked before anything is written to the chain. Each child watches its
+parent and stops itself if the localnet dies without stopping it.
 """
 
 from __future__ import annotations
@@ -22,15 +26,14 @@ import httpx
 
 from engram.chain.keys import ensure_wallet, identity
 from engram.chain.local import LocalChain
-from engram.config import ChainParams
-from engram.errors import UnavailableError
+from engram.config import PORT_RANGE, ChainParams
+from engram.errors import EngramError, InvalidRequestError, UnavailableError
+from engram.process import PidLock, check_free
 
 WALLET = "localnet"
 VALIDATOR_STAKE = 10_000.0
-# Half-second blocks, an epoch every 10 s, and a miner unseen for 6 s stops being routed to.
-FAST_CHAIN = ChainParams(
-    block_time_s=0.5, tempo=20, axon_ttl_blocks=12, min_validator_stake=1_000.0
-)
+# Half-second blocks and an epoch every 10 s; whether a miner serves is probed, not timed out.
+FAST_CHAIN = ChainParams(block_time_s=0.5, tempo=20, min_validator_stake=1_000.0)
 FAST_MINER_SYNC_S = 1.0
 FAST_VALIDATOR = {
     "ENGRAM_SCORE_INTERVAL_S": "4",
@@ -41,6 +44,7 @@ FAST_VALIDATOR = {
 }
 READY_TIMEOUT_S = 180.0  # the first start may export the embedding model to ONNX
 STOP_TIMEOUT_S = 15.0
+PID_FILE = "localnet.pid"
 
 
 @dataclass
@@ -77,6 +81,7 @@ class Localnet:
     netuid: int = 1
     host: str = "127.0.0.1"
     children: list[Child] = field(default_factory=list)
+    lock: PidLock = field(init=False)
 
     def __post_init__(self) -> None:
         if self.miners < 1:
@@ -85,6 +90,27 @@ class Localnet:
             self.miner_ports = [8091 + i for i in range(self.miners)]
         if len(self.miner_ports) != self.miners:
             raise ValueError(f"{self.miners} miners need {self.miners} ports")
+        low, high = PORT_RANGE
+        bad = [p for p in self.ports.values() if not low <= p <= high]
+        if bad:
+            raise InvalidRequestError(
+                f"port {bad[0]} is out of range: every port of a localnet must be {low} to {high}"
+            )
+        if len(set(self.ports.values())) < len(self.ports):
+            raise InvalidRequestError(
+                "the miners, the validator and the gateway need different ports; got "
+                + ", ".join(f"{name} {port}" for name, port in self.ports.items())
+            )
+        self.lock = PidLock(self.home / PID_FILE, "localnet")
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Every port the localnet listens on, by the child that listens."""
+        return {
+            **{f"miner-{i}": port for i, port in enumerate(self.miner_ports)},
+            "validator": self.validator_port,
+            "gateway": self.gateway_port,
+        }
 
     @property
     def chain_url(self) -> str:
@@ -105,9 +131,35 @@ class Localnet:
     def miner_wallet(self, i: int) -> str:
         return f"{WALLET}/miner-{i}"
 
+    @property
+    def gateway_wallet(self) -> str:
+        return f"{WALLET}/gateway"
+
+    @property
+    def gateway_hotkey(self) -> str:
+        """The gateway's hotkey (its wallet made on first use), which the miners budget as a
+        gateway's."""
+        return identity(ensure_wallet(self.gateway_wallet, self.wallet_path)).hotkey
+
     def prepare(self) -> dict[str, str]:
-        """Create (or reopen) the chain and wallets and register every neuron; hotkeys by name."""
-        self.home.mkdir(parents=True, exist_ok=True)
+        """Create (or reopen) the chain and wallets and register every neuron; hotkeys by name.
+
+        First it takes the home's lock and checks every port is free, so a second
+        localnet on this home, or a port in use, fails before the chain is touched.
+        """
+        self.lock.acquire()
+        try:
+            for name, port in self.ports.items():
+                try:
+                    check_free(self.host, port)
+                except EngramError as exc:
+                    raise type(exc)(f"{name}: {exc.message}") from exc
+            return self._register()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _register(self) -> dict[str, str]:
         chain = LocalChain.create(
             self.home / "chain.sqlite", self.netuid, FAST_CHAIN, exist_ok=True
         )
@@ -124,6 +176,8 @@ class Localnet:
                     if stake is not None and stake.stake < VALIDATOR_STAKE:
                         chain.add_stake(self.netuid, ident.hotkey, VALIDATOR_STAKE - stake.stake)
                 hotkeys[spec] = ident.hotkey
+            # The gateway is no neuron: its hotkey signs its calls and acts for API keys.
+            hotkeys[self.gateway_wallet] = self.gateway_hotkey
             return hotkeys
         finally:
             chain.close()
@@ -137,7 +191,13 @@ class Localnet:
                 [sys.executable, "-m", "engram", *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env},
+                env={
+                    **os.environ,
+                    "HF_HUB_OFFLINE": "1",
+                    "TRANSFORMERS_OFFLINE": "1",
+                    "ENGRAM_PARENT_PID": str(os.getpid()),  # it stops itself if we die
+                    **env,
+                },
                 start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
             )
         child = Child(name, url, process, log, args, env)
@@ -177,7 +237,7 @@ class Localnet:
                     "--sync-interval-s",
                     str(FAST_MINER_SYNC_S),
                 ],
-                {},
+                {"ENGRAM_GATEWAY_HOTKEYS": self.gateway_hotkey},
             )
         self._spawn(
             "validator",
@@ -203,6 +263,9 @@ class Localnet:
             [
                 "gateway",
                 *common,
+                *wallets,
+                "--wallet",
+                self.gateway_wallet,
                 "--host",
                 self.host,
                 "--port",
@@ -247,10 +310,11 @@ class Localnet:
             self.stop()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM every child (gateway first, miners last), then SIGKILL what is left."""
+        """SIGTERM every child (gateway first, miners last), SIGKILL what is left, free the home."""
         for child in reversed(self.children):
             child.terminate()
         deadline = time.monotonic() + timeout_s
         for child in reversed(self.children):
             child.wait(max(0.1, deadline - time.monotonic()))
         self.children.clear()
+        self.lock.release()

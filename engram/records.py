@@ -236,6 +236,17 @@ def check_top_k(top_k: Any, limits: Limits) -> int:
     return top_k
 
 
+def check_ef(ef: Any, limits: Limits) -> int | None:
+    """A search's own HNSW beam width: ``None`` (the namespace's calibrated default) or 1..max."""
+    if ef is None:
+        return None
+    if isinstance(ef, bool) or not isinstance(ef, int) or not 1 <= ef <= limits.max_ef:
+        raise InvalidRequestError(
+            f"ef (the search beam width) must be an integer from 1 to {limits.max_ef}, got {ef!r}"
+        )
+    return ef
+
+
 def prepare_records(
     items: Sequence[IngestItem],
     embedder: Callable[[], Embedder],

@@ -1,4 +1,5 @@
-"""SQLite plumbing shared by the store, the LocalChain file and the validator state.
+"""SQLite plumbing shared by the store, the LocalChain file, the validator state and the
+servers' own small files (:class:`SqliteFile`).
 
 One way to open a connection (autocommit, explicit transactions, the pragmas
 each database asks for), one transaction context, one retry on "database is
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -224,3 +226,62 @@ class Migrations:
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
     return row.fetchone() is not None
+
+
+class SqliteFile:
+    """One small SQLite file a server keeps beside its data (the audit log, the API keys):
+    opened on first use or by :meth:`open`, migrated then, used from any thread under one lock,
+    and opened again after :meth:`close`."""
+
+    def __init__(
+        self,
+        path: Path,
+        migrations: Migrations,
+        what: str,
+        on_open: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        self.migrations = migrations
+        self.what = what  # named in errors: "the audit log"
+        self.on_open = on_open  # run in a write transaction once the file is migrated
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        """Open (create and migrate) the file now rather than on first use."""
+        with self._lock:
+            self._connection()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn: sqlite3.Connection | None = None
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = connect(self.path)
+                self.migrations.apply(conn)
+                if self.on_open is not None:
+                    with transaction(conn):
+                        self.on_open(conn)
+            except (OSError, sqlite3.Error) as exc:
+                if conn is not None:
+                    conn.close()
+                raise StorageError(f"cannot open {self.what} {self.path}: {exc}") from exc
+            self._conn = conn
+        return self._conn
+
+    def run(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        """``fn(connection)`` in one transaction; SQLite's errors become StorageError."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                with transaction(conn, write=write):
+                    return fn(conn)
+            except sqlite3.Error as exc:
+                raise StorageError(f"{self.what} {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                with suppress(sqlite3.Error):
+                    self._conn.close()
+                self._conn = None

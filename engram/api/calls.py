@@ -69,7 +69,7 @@ from engram.errors import (
     error_from_wire,
 )
 from engram.proofs import Challenge, ChallengeResponse, InclusionProof
-from engram.records import IngestItem, QueryResult, Record, check_mode
+from engram.records import IngestItem, QueryResult, Record, check_ef, check_mode
 from engram.security.access import Caller, Permission, SignedRequest
 from engram.security.ratelimit import Budget
 
@@ -367,6 +367,10 @@ class Query(Call[list[QueryResult]]):
     filter: Mapping[str, Any] | None
     namespace: str | None
     include_embedding: bool
+    ef: int | None = None  # the HNSW beam width; None: each namespace's calibrated default
+
+    def __post_init__(self) -> None:
+        check_ef(self.ef, _SERVER_LIMITS)
 
     def request(self) -> HttpRequest:
         doc = {
@@ -376,6 +380,7 @@ class Query(Call[list[QueryResult]]):
             "filter": None if self.filter is None else dict(self.filter),
             "namespace": self.namespace,
             "include_embedding": self.include_embedding,
+            **_ef_field(self.ef),
         }
         return HttpRequest("POST", "/QuerySynapse", body=to_json(doc))
 
@@ -391,17 +396,24 @@ class Query(Call[list[QueryResult]]):
             self.namespace,
             self.include_embedding,
             caller,
+            ef=self.ef,
         )
 
     @classmethod
     def from_request(cls, incoming: Incoming) -> Query:
         b = incoming.body
         return cls(
-            b.query_text, b.query_vector, b.top_k, b.filter, b.namespace, b.include_embedding
+            b.query_text, b.query_vector, b.top_k, b.filter, b.namespace, b.include_embedding, b.ef
         )
 
     def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
         return _hits_to_wire(self, node, caller)
+
+
+def _ef_field(ef: int | None) -> dict[str, int]:
+    """``ef`` on the wire only when a search asks for one: nodes that predate it refuse the
+    field, and ``None`` means their own default anyway."""
+    return {} if ef is None else {"ef": ef}
 
 
 def _hits_from_wire(body: Any) -> list[QueryResult]:
@@ -443,9 +455,11 @@ class Search(Call[list[QueryResult]]):
     namespace: str | None
     mode: str = "hybrid"
     vector: list[float] | None = None  # the text already embedded (the network embeds once)
+    ef: int | None = None  # the vector channel's HNSW beam width (None: the node's default)
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
+        check_ef(self.ef, _SERVER_LIMITS)
         if not isinstance(self.text, str) or not self.text.strip():
             raise InvalidRequestError("search text must be a non-empty string")
 
@@ -457,6 +471,7 @@ class Search(Call[list[QueryResult]]):
             "namespace": self.namespace,
             "mode": self.mode,
             "query_vector": self.vector,
+            **_ef_field(self.ef),
         }
         return HttpRequest("POST", "/search", body=to_json(doc))
 
@@ -465,13 +480,20 @@ class Search(Call[list[QueryResult]]):
 
     def local(self, node: Node, caller: Caller | None = None) -> list[QueryResult]:
         return node.search(
-            self.text, self.top_k, self.filter, self.namespace, self.mode, self.vector, caller
+            self.text,
+            self.top_k,
+            self.filter,
+            self.namespace,
+            self.mode,
+            self.vector,
+            caller,
+            ef=self.ef,
         )
 
     @classmethod
     def from_request(cls, incoming: Incoming) -> Search:
         b = incoming.body
-        return cls(b.query, b.limit, b.filters, b.namespace, b.mode, b.query_vector)
+        return cls(b.query, b.limit, b.filters, b.namespace, b.mode, b.query_vector, b.ef)
 
     def serve(self, node: Node, caller: Caller | None, replicated: bool) -> dict[str, Any]:
         return _hits_to_wire(self, node, caller)

@@ -142,7 +142,9 @@ def exchange(
                 raise UpstreamError(
                     f"the node's answer to {request.method} {request.path} is malformed: {exc!r}"
                 ) from exc
-        if reply.status == 429 and not last:  # rate limited: wait as long as the node says
+        overloaded = reply.status == 503 and reply.retry_after_s is not None
+        if (reply.status == 429 or overloaded) and not last:
+            # rate limited or overloaded: wait as long as the node says
             wait = min(reply.retry_after_s or wait, config.max_retry_after_s)
             continue
         if last or not retryable_status(reply.status):
@@ -182,9 +184,11 @@ async def perform_async(
     signer: Signer | None = None,
     receiver: str | None = None,
     headers: Mapping[str, str] | None = None,
+    query: Mapping[str, str] | None = None,
 ) -> HttpReply | Exception | None:
     """One step of :func:`exchange` on an async client (its own timeout unless ``timeout_s``
-    is given), signed for ``receiver`` when a ``signer`` is given."""
+    is given), signed for ``receiver`` when a ``signer`` is given; ``query`` is added to the
+    step's own query string before signing."""
     if isinstance(step, Sleep):
         await asyncio.sleep(step.seconds)
         return None
@@ -196,6 +200,8 @@ async def perform_async(
         headers={**(_JSON_HEADERS if step.body is not None else {}), **(headers or {})},
         timeout=http.timeout if timeout_s is None else timeout_s,
     )
+    if query:
+        request.url = request.url.copy_merge_params(query)
     if signer is not None:
         sign_request(request, signer, receiver)
     try:
@@ -233,6 +239,7 @@ async def call_node(
     signer: Signer | None = None,
     receiver: str | None = None,
     headers: Mapping[str, str] | None = None,
+    query: Mapping[str, str] | None = None,
 ) -> T:
     """Send ``call`` to the node at ``url``; past ``deadline_s`` it is an UpstreamTimeoutError.
 
@@ -241,7 +248,9 @@ async def call_node(
     """
 
     async def perform(step: HttpRequest | Sleep) -> HttpReply | Exception | None:
-        return await perform_async(http, step, url, config.timeout_s, signer, receiver, headers)
+        return await perform_async(
+            http, step, url, config.timeout_s, signer, receiver, headers, query
+        )
 
     try:
         return await asyncio.wait_for(run_async(exchange(call, url, config), perform), deadline_s)

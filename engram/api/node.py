@@ -70,8 +70,10 @@ class Node(Protocol):
         namespace: str | None,
         include_embedding: bool,
         caller: Caller | None = None,
+        ef: int | None = None,
     ) -> list[QueryResult]:
-        """The ``top_k`` records nearest to ``vector`` or to ``text`` embedded, best first."""
+        """The ``top_k`` records nearest to ``vector`` or to ``text`` embedded, best first.
+        ``ef`` is the search's HNSW beam width (``None``: each namespace's calibrated one)."""
         ...
 
     def search(
@@ -83,10 +85,12 @@ class Node(Protocol):
         mode: str,
         vector: Sequence[float] | None = None,
         caller: Caller | None = None,
+        ef: int | None = None,
     ) -> list[QueryResult]:
         """Hybrid search: vector and keyword (BM25) channels fused, each hit saying what each
         channel contributed; ``mode`` is ``hybrid``, ``vector`` or ``keyword``. ``vector`` is
-        the text already embedded with the canonical model (else the node embeds it)."""
+        the text already embedded with the canonical model (else the node embeds it); ``ef``
+        is the vector channel's HNSW beam width, as in :meth:`query`."""
         ...
 
     def get(self, cid: str, namespace: str | None, caller: Caller | None = None) -> Record | None:

@@ -78,6 +78,7 @@ class QueryRequest(LegacyFields):
     filter: dict[str, Any] | None = None
     namespace: str | None = None
     include_embedding: bool = False
+    ef: int | None = Field(default=None, ge=1, le=_LIMITS.max_ef)  # HNSW beam; None: the node's
 
 
 class QueryHit(_Wire):
@@ -103,6 +104,7 @@ class SearchRequest(LegacyFields):
     namespace: str | None = None
     mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
     query_vector: list[float] | None = None  # the query already embedded (a gateway does it once)
+    ef: int | None = Field(default=None, ge=1, le=_LIMITS.max_ef)  # HNSW beam; None: the node's
 
 
 class ChannelScore(_Wire):

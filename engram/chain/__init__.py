@@ -1,8 +1,10 @@
-"""The chain Engram runs on, named by a URL: ``local:PATH`` today, Bittensor's subtensor later.
+"""The chain Engram runs on, named by a URL: ``local:PATH`` or a Bittensor network.
 
-:func:`open_chain` looks the URL up in a registry of ``scheme -> factory``
-entries, so a new kind of chain (the subtensor adapter) is one
-:func:`register_chain_scheme` call rather than another branch.
+``local:PATH`` is a LocalChain file; ``finney``, ``test``, ``local`` (a subtensor
+node on this machine), ``ws://…`` and ``wss://…`` are Bittensor's subtensor
+(:class:`~engram.chain.subtensor.SubtensorChain`). :func:`open_chain` looks the
+URL up in a registry of ``scheme -> factory`` entries, so a new kind of chain is
+one :func:`register_chain_scheme` call rather than another branch.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from engram.chain.base import Chain, Metagraph, Neuron
 from engram.chain.local import LocalChain
+from engram.chain.subtensor import SubtensorChain
 from engram.errors import ChainError
 
 __all__ = [
@@ -20,6 +23,7 @@ __all__ = [
     "LocalChain",
     "Metagraph",
     "Neuron",
+    "SubtensorChain",
     "open_chain",
     "register_chain_scheme",
 ]
@@ -45,6 +49,7 @@ def open_chain(url: str) -> Chain:
     """The chain at ``url``, so every command and process names its chain the same way.
 
     ``local:PATH`` is a :class:`LocalChain` file (``~`` expanded); it must exist.
+    A Bittensor network connects on first use.
     """
     url = url.strip()
     matches = [
@@ -54,8 +59,8 @@ def open_chain(url: str) -> Chain:
     ]
     if not matches:
         raise ChainError(
-            f"unknown chain {url!r}: use local:PATH (a LocalChain file); known schemes: "
-            f"{', '.join(sorted(_FACTORIES))}"
+            f"unknown chain {url!r}: use local:PATH (a LocalChain file) or a Bittensor network "
+            f"(finney, test, local, ws://…); known schemes: {', '.join(sorted(_FACTORIES))}"
         )
     return _FACTORIES[max(matches, key=len)](url)
 
@@ -67,13 +72,6 @@ def _open_local(url: str) -> Chain:
     return LocalChain(Path(path).expanduser())
 
 
-def _no_subtensor(url: str) -> Chain:
-    raise ChainError(
-        f"chain {url!r} is a Bittensor subtensor network: the subtensor adapter is not "
-        "available in this version of Engram yet; use a LocalChain file, local:PATH"
-    )
-
-
 register_chain_scheme("local:", _open_local)
 for _scheme in ("finney", "test", "local", "ws://", "wss://"):
-    register_chain_scheme(_scheme, _no_subtensor)
+    register_chain_scheme(_scheme, SubtensorChain)

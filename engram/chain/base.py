@@ -2,7 +2,8 @@
 
 Neurons, axons, stake, weights and the consensus outcome (incentive,
 emission), as Bittensor's metagraph describes them. :class:`Chain` is the
-interface; :mod:`engram.chain.local` implements it in one SQLite file.
+interface; :mod:`engram.chain.local` implements it in one SQLite file and
+:mod:`engram.chain.subtensor` on Bittensor's subtensor.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ class Neuron:
     validator_permit: bool
     ip: str | None = None
     port: int | None = None
-    axon_block: int | None = None  # block of the last ``serve_axon`` (a miner's heartbeat)
+    axon_block: int | None = None  # block its axon was last announced (``serve_axon``)
     incentive: float = 0.0
     emission: float = 0.0
     registered_block: int = 0
+    last_update: int | None = None  # block of its last weights (set or committed), where known
 
     @property
     def axon_url(self) -> str | None:
@@ -47,18 +49,16 @@ class Metagraph:
     block: int
     neurons: tuple[Neuron, ...]
     tempo: int
-    axon_ttl_blocks: int
     weights: Mapping[int, Mapping[int, float]] = field(default_factory=dict)  # validator → miner
 
     def serving(self) -> list[Neuron]:
-        """Miners routed to: an announced axon, refreshed within ``axon_ttl_blocks``."""
-        return [
-            n
-            for n in self.neurons
-            if n.axon_url is not None
-            and n.axon_block is not None
-            and self.block - n.axon_block <= self.axon_ttl_blocks
-        ]
+        """Neurons with an announced axon, however long ago: the miners routing considers.
+
+        A miner announces once (again only when its address changes, as a real chain
+        rate-limits it), so the chain cannot say whether it still answers; which of
+        these do is observed by probing them (:class:`engram.network.survey.Liveness`).
+        """
+        return [n for n in self.neurons if n.axon_url is not None]
 
     def by_hotkey(self, hotkey: str) -> Neuron | None:
         return next((n for n in self.neurons if n.hotkey == hotkey), None)

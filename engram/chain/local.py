@@ -510,7 +510,7 @@ class LocalChain:
         return self._write(update)
 
     def serve_axon(self, netuid: int, signer: Signer, ip: str, port: int) -> None:
-        """Announce where the signer's hotkey serves; calling it again is the miner's heartbeat."""
+        """Announce where the signer's hotkey serves (a miner does once, and when it moves)."""
         hotkey = _hotkey(signer)
         ip = _check_ip(ip)
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
@@ -599,12 +599,12 @@ class LocalChain:
 
         def snapshot(conn: sqlite3.Connection) -> Metagraph:
             subnet = conn.execute(
-                "SELECT tempo, axon_ttl_blocks, min_validator_stake FROM subnets WHERE netuid=?",
+                "SELECT tempo, min_validator_stake FROM subnets WHERE netuid=?",
                 (netuid,),
             ).fetchone()
             if subnet is None:  # subnets are never deleted, and _tick checked it
                 raise ChainError(f"subnet {netuid} does not exist on {self.url}")
-            tempo, ttl, min_stake = subnet
+            tempo, min_stake = subnet
             neurons = tuple(
                 Neuron(
                     uid=uid,
@@ -639,7 +639,6 @@ class LocalChain:
                 block=block,
                 neurons=neurons,
                 tempo=tempo,
-                axon_ttl_blocks=ttl,
                 weights=weights,
             )
 

@@ -11,10 +11,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from engram.errors import EngramError
+from engram.errors import BusyError, EngramError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_BUSY = 4  # a port in use, or a localnet already running on that home
 EXIT_INTERRUPTED = 130
 
 
@@ -43,9 +44,11 @@ def print_json(data: Any) -> None:
 
 @contextmanager
 def cli_errors() -> Iterator[None]:
-    """Engram errors become one red line and exit 1; Ctrl-C exits 130 quietly."""
+    """Engram errors become one red line and exit 1 (4 when busy); Ctrl-C exits 130 quietly."""
     try:
         yield
+    except BusyError as exc:
+        fail(exc.message, EXIT_BUSY)
     except EngramError as exc:
         fail(exc.message)
     except OSError as exc:

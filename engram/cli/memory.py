@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from engram.cli._client import open_client
+from engram.cli._client import open_client, open_reader
 from engram.cli._output import (
     cli_errors,
     compact_json,
@@ -185,7 +185,7 @@ def memory_search(
 ) -> None:
     """Active memories for QUERY, best first (hybrid relevance weighted by memory strength)."""
     where = parse_filter(filter)
-    with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
+    with cli_errors(), open_reader(Connection(url, home, wallet, wallet_path)) as client:
         memories = client.memory.search(query, limit=limit, filters=where, namespace=namespace)
     _show_memories(memories, json_output, scored=True)
 
@@ -208,7 +208,7 @@ def memory_context(
 
     The block goes to stdout as it is; the CIDs it used and its size go to stderr.
     """
-    with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
+    with cli_errors(), open_reader(Connection(url, home, wallet, wallet_path)) as client:
         context = client.memory.context(query, max_tokens, namespace=namespace)
     if json_output:
         print_json(context.model_dump())
@@ -278,7 +278,7 @@ def memory_versions(
     json_output: JsonOption = False,
 ) -> None:
     """Every version of memory CID, oldest to newest, with its state."""
-    with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
+    with cli_errors(), open_reader(Connection(url, home, wallet, wallet_path)) as client:
         memories = client.memory.versions(cid, namespace=namespace)
     _show_memories(memories, json_output, created=True)
 
@@ -294,7 +294,7 @@ def memory_get(
     json_output: JsonOption = False,
 ) -> None:
     """Show one memory with its state."""
-    with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
+    with cli_errors(), open_reader(Connection(url, home, wallet, wallet_path)) as client:
         m = client.memory.get(cid, namespace=namespace)
     if json_output:
         print_json(m.model_dump())
@@ -420,7 +420,7 @@ def memory_list(
     json_output: JsonOption = False,
 ) -> None:
     """Memories in one state, in the order they were stored."""
-    with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
+    with cli_errors(), open_reader(Connection(url, home, wallet, wallet_path)) as client:
         memories = client.memory.list(
             category=category,
             tags=tag or (),
@@ -443,7 +443,7 @@ def memory_links(
     json_output: JsonOption = False,
 ) -> None:
     """Memories linked to CID: similar, updates (an older version), updated_by (a newer one)."""
-    with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
+    with cli_errors(), open_reader(Connection(url, home, wallet, wallet_path)) as client:
         links = client.memory.links(cid, namespace=namespace)
     if json_output:
         print_json([link.model_dump() for link in links])

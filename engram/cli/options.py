@@ -46,6 +46,15 @@ SignerOption = Annotated[
         show_default=False,
     ),
 ]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        help="a gateway API key (ek_...) to act with, given before the command; with --url "
+        "only [ENGRAM_API_KEY]",
+        show_default=False,
+    ),
+]
 CidArgument = Annotated[str, typer.Argument(help="the record's CID")]
 PermissionOption = Annotated[
     str, typer.Option("--permission", "-p", help="read or write (write includes delete)")
@@ -79,7 +88,8 @@ class Connection:
 ChainOption = Annotated[
     str | None,
     typer.Option(
-        help="chain as local:PATH [ENGRAM_CHAIN, default local:ENGRAM_HOME/chain.sqlite]",
+        help="chain: local:PATH (a LocalChain file) or a Bittensor network, finney, test, "
+        "local or ws://… [ENGRAM_CHAIN, default local:ENGRAM_HOME/chain.sqlite]",
         show_default=False,
     ),
 ]
@@ -104,5 +114,7 @@ LogLevelOption = Annotated[
     str | None,
     typer.Option(help="debug, info, warning or error [ENGRAM_LOG_LEVEL]", show_default=False),
 ]
-LocalChainArgument = Annotated[str, typer.Argument(help="local:PATH")]
+ChainArgument = Annotated[
+    str, typer.Argument(help="local:PATH, or a Bittensor network: finney, test, local, ws://…")
+]
 SubnetOption = Annotated[int, typer.Option(help="subnet")]

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from engram.cli._client import FILE_BATCH_ITEMS, FileIngestReport, open_client
+from engram.cli._client import FILE_BATCH_ITEMS, FileIngestReport, open_client, open_reader
 from engram.cli._output import (
     EXIT_ERROR,
     cli_errors,
@@ -27,12 +27,14 @@ from engram.cli._output import (
     usage_error,
 )
 from engram.cli.options import (
+    ChainOption,
     CidArgument,
     Connection,
     FilterOption,
     HomeOption,
     JsonOption,
     NamespaceOption,
+    NetuidOption,
     SignerOption,
     TopKOption,
     UrlOption,
@@ -42,6 +44,14 @@ from engram.config import DEFAULT_NAMESPACE
 from engram.records import QueryResult
 
 SHOWN_FILE_ERRORS = 10
+EfOption = Annotated[
+    int | None,
+    typer.Option(
+        "--ef",
+        help="HNSW beam width of this search: wider finds more of the true nearest, slower "
+        "(default: the namespace's own, calibrated to its data)",
+    ),
+]
 
 
 # --- argument parsing ------------------------------------------------------------------------
@@ -206,11 +216,12 @@ def query(
     wallet: SignerOption = None,
     wallet_path: WalletPathOption = None,
     json_output: JsonOption = False,
+    ef: EfOption = None,
 ) -> None:
     """Find the records nearest in meaning to TEXT, best first."""
     where = parse_filter(filter)
-    with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
-        results = client.query(text, top_k=top_k, filter=where, namespace=namespace)
+    with cli_errors(), open_reader(Connection(url, home, wallet, wallet_path)) as client:
+        results = client.query(text, top_k=top_k, filter=where, namespace=namespace, ef=ef)
     _show_results(results, json_output)
 
 
@@ -227,11 +238,14 @@ def search(
     wallet: SignerOption = None,
     wallet_path: WalletPathOption = None,
     json_output: JsonOption = False,
+    ef: EfOption = None,
 ) -> None:
     """Hybrid search for TEXT: nearest in meaning and matching its words, fused, best first."""
     where = parse_filter(filter)
-    with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
-        results = client.search(text, top_k=top_k, filter=where, namespace=namespace, mode=mode)
+    with cli_errors(), open_reader(Connection(url, home, wallet, wallet_path)) as client:
+        results = client.search(
+            text, top_k=top_k, filter=where, namespace=namespace, mode=mode, ef=ef
+        )
     _show_results(results, json_output)
 
 
@@ -279,7 +293,7 @@ def get(
     json_output: JsonOption = False,
 ) -> None:
     """Show one record; with --json the whole record, embedding included."""
-    with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
+    with cli_errors(), open_reader(Connection(url, home, wallet, wallet_path)) as client:
         record = client.get(cid, namespace=namespace)
     if record is None:
         fail(f"not found: no record {cid} in namespace {namespace or DEFAULT_NAMESPACE}")
@@ -322,9 +336,26 @@ def status(
     wallet: SignerOption = None,
     wallet_path: WalletPathOption = None,
     json_output: JsonOption = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="a subnet instead: its metagraph and each serving miner's health, stats and "
+            "latency",
+        ),
+    ] = False,
+    chain: ChainOption = None,
+    netuid: NetuidOption = None,
 ) -> None:
-    """Show the stats of the embedded store or of the node."""
-    with cli_errors(), open_client(Connection(url, home, wallet, wallet_path)) as client:
+    """Show the stats of the embedded store or of the node; with --live, of a subnet's miners."""
+    if live:
+        if url is not None or home is not None:
+            usage_error("--live reads a chain: give --chain and --netuid, not --url or --home")
+        _live_status(chain, netuid, json_output)
+        return
+    if chain is not None or netuid is not None:
+        usage_error("--chain and --netuid go with --live")
+    with cli_errors(), open_reader(Connection(url, home, wallet, wallet_path)) as client:
         stats = client.stats()
     if json_output:
         print_json(stats)
@@ -332,3 +363,50 @@ def status(
     out = stdout()
     for part in _render_stats(stats):
         out.print(part)
+
+
+def _live_status(chain: str | None, netuid: int | None, json_output: bool) -> None:
+    from engram.chain import open_chain
+    from engram.config import PROBE_TIMEOUT_S, NetworkConfig, load_config
+    from engram.network.survey import live_status
+
+    with cli_errors():
+        config = load_config(NetworkConfig, chain=chain, netuid=netuid)
+        opened = open_chain(config.chain)
+        try:
+            report = live_status(opened, config.netuid, PROBE_TIMEOUT_S).to_dict()
+        finally:
+            opened.close()
+    if json_output:
+        print_json(report)
+        return
+    table = Table(
+        title=f"{escape(report['chain'])} · subnet {report['netuid']} · block {report['block']} · "
+        f"{report['serving']} of {report['neurons']} serving, {report['ready']} ready",
+        title_justify="left",
+        caption="hotkeys are shortened; --json prints them in full",
+        caption_justify="left",
+    )
+    for column in ("uid", "hotkey", "stake", "permit", "incentive", "axon", "health", "latency"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("records", justify="right")
+    table.add_column("version")
+    for m in report["miners"]:
+        probe = m["probe"] or {}
+        health, stats = probe.get("health") or {}, probe.get("stats") or {}
+        state = ""
+        if probe:
+            state = "ok" if probe["ready"] else probe["error"] or health.get("status", "not ready")
+        table.add_row(
+            str(m["uid"]),
+            m["hotkey"][:10] + "…",
+            f"{m['stake']:g}",
+            "yes" if m["validator_permit"] else "",
+            f"{m['incentive']:.4f}",
+            escape(m["axon"] or ""),
+            escape(state),
+            "" if probe.get("latency_ms") is None else f"{probe['latency_ms']:.0f} ms",
+            str(stats.get("records", "")),
+            escape(str(health.get("version", ""))),
+        )
+    stdout().print(table)

@@ -16,10 +16,18 @@ from engram.cli.options import (
     WalletOption,
     WalletPathOption,
 )
-from engram.config import GatewayConfig, MinerConfig, ValidatorConfig, load_config
+from engram.config import GatewayConfig, MinerConfig, ValidatorConfig, load_config, parent_pid
 from engram.errors import EngramError
+from engram.process import exit_with_parent
 
 T = TypeVar("T")
+
+
+def _follow_parent() -> None:
+    """A child of ``engram localnet`` stops itself once that parent is gone, even SIGKILLed."""
+    parent = parent_pid()
+    if parent is not None:
+        exit_with_parent(parent)
 
 
 def _load(cls: type[T], **flags: Any) -> T:
@@ -69,8 +77,8 @@ def miner(
     sync_interval_s: Annotated[
         float | None,
         typer.Option(
-            help="seconds between re-announcing the axon and re-reading the metagraph "
-            "[ENGRAM_SYNC_INTERVAL_S]",
+            help="seconds between re-reads of the metagraph (the axon is announced again "
+            "only if the chain lists another address) [ENGRAM_SYNC_INTERVAL_S]",
             show_default=False,
         ),
     ] = None,
@@ -105,6 +113,7 @@ def miner(
     with cli_errors():
         from engram.miner.app import serve_miner
 
+        _follow_parent()
         serve_miner(config)
 
 
@@ -146,6 +155,7 @@ def validator(
     with cli_errors():
         from engram.validator import serve_validator
 
+        _follow_parent()
         serve_validator(config)
 
 
@@ -164,6 +174,15 @@ def gateway(
         ),
     ] = None,
     log_level: LogLevelOption = None,
+    wallet: Annotated[
+        str | None,
+        typer.Option(
+            help="wallet as NAME/HOTKEY whose hotkey signs the gateway's calls to miners and "
+            "acts for the API keys it issues; none: unsigned, no API keys [ENGRAM_WALLET]",
+            show_default=False,
+        ),
+    ] = None,
+    wallet_path: WalletPathOption = None,
 ) -> None:
     """Run a gateway: the miner protocol in front of the whole network, plus /api/network."""
     config = _load(
@@ -174,8 +193,11 @@ def gateway(
         port=port,
         validator_url=validator_url,
         log_level=log_level,
+        wallet=wallet,
+        wallet_path=wallet_path,
     )
     with cli_errors():
         from engram.gateway.app import serve_gateway
 
+        _follow_parent()
         serve_gateway(config)

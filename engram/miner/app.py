@@ -8,13 +8,13 @@ moves bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from prometheus_client import Gauge
 
@@ -31,9 +31,16 @@ from engram.embed import Embedder
 from engram.errors import EngramError
 from engram.miner.axon import Axon, join_subnet
 from engram.node.local import LocalNode
+from engram.process import listen
 from engram.proofs import Challenge
 from engram.security.ratelimit import Budget
-from engram.server.app import configure_logging, create_app, json_body_doc, parse_body
+from engram.server.app import (
+    configure_logging,
+    create_app,
+    json_body_doc,
+    parse_body,
+    serve_app,
+)
 from engram.server.auditlog import FILENAME as AUDIT_FILENAME
 from engram.server.auditlog import AuditLog
 from engram.server.gate import Gate
@@ -41,6 +48,18 @@ from engram.server.routes import NodeRoutes
 from engram.store import Store
 
 log = logging.getLogger("engram.miner")
+
+
+class SubnetNode(LocalNode):
+    """A miner's node on a subnet: its ``/health`` also says whether the chain answers
+    (it keeps serving while it does not)."""
+
+    def __init__(self, store: Store, embedder: Embedder | None, axon: Axon, **options: Any) -> None:
+        super().__init__(store, embedder, **options)
+        self.axon = axon
+
+    def health(self) -> dict[str, Any]:
+        return {**super().health(), "chain": self.axon.watch.status()}
 
 
 def _warm_up(node: LocalNode) -> None:
@@ -61,8 +80,9 @@ def create_miner_app(
 ) -> FastAPI:
     """The miner app over a store under ``config.home``; opened and closed with the app.
 
-    With an ``axon`` it serves on a subnet: it keeps re-announcing itself and
-    refuses writes routed to other miners unless ``config.accept_unrouted``.
+    With an ``axon`` it serves on a subnet: it keeps its view of the metagraph in
+    sync (announcing itself again only if it moved) and refuses writes routed to
+    other miners unless ``config.accept_unrouted``.
     """
     config = config or MinerConfig()
     limits = limits or Limits()
@@ -73,24 +93,33 @@ def create_miner_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store(config.home, config=store_config, limits=limits)
-        node = LocalNode(
-            store,
-            embedder,
-            route=route,
-            served=True,
-            unsigned_public_deletes=security.unsigned_public_deletes,
+        options: dict[str, Any] = {
+            "route": route,
+            "served": True,
+            "unsigned_public_deletes": security.unsigned_public_deletes,
+        }
+        node = (
+            LocalNode(store, embedder, **options)
+            if axon is None
+            else SubnetNode(store, embedder, axon, **options)
         )
         pool = ThreadPoolExecutor(config.reader_threads, thread_name_prefix="engram-node")
         app.state.node, app.state.pool = node, pool
         pool.submit(_warm_up, node)
-        heartbeat = asyncio.create_task(axon.keep_announced()) if axon is not None else None
+        sync = (
+            asyncio.create_task(axon.keep_synced(), name="engram-chain-sync")
+            if axon is not None
+            else None
+        )
         log.info("miner ready", extra={"home": str(config.home), "records": store.count()})
         try:
             audit.open()  # created and migrated now: a bad home fails the start
             yield
         finally:
-            if heartbeat is not None:
-                heartbeat.cancel()
+            if sync is not None:
+                sync.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sync
             pool.shutdown(wait=True)
             audit.close()
             node.close()
@@ -148,26 +177,26 @@ def create_miner_app(
 
 
 def serve_miner(config: MinerConfig, store_config: StoreConfig | None = None) -> None:
-    """Run the miner until SIGINT/SIGTERM; in-flight requests finish, then the store closes."""
+    """Run the miner until SIGINT/SIGTERM/SIGHUP; in-flight requests finish, then the store closes.
+
+    The port is taken before the axon is announced, so a miner that cannot
+    listen never appears on chain as serving.
+    """
     configure_logging(config.log_level)
-    axon = join_subnet(config) if config.chain else None
-    if axon is not None:
-        log.info(
-            "serving on subnet",
-            extra={
-                "chain": config.chain,
-                "netuid": config.netuid,
-                "uid": axon.uid,
-                "hotkey": axon.hotkey,
-            },
+    with listen(config.host, config.port) as sock:
+        axon = join_subnet(config) if config.chain else None
+        if axon is not None:
+            log.info(
+                "serving on subnet",
+                extra={
+                    "chain": config.chain,
+                    "netuid": config.netuid,
+                    "uid": axon.uid,
+                    "hotkey": axon.hotkey,
+                },
+            )
+        serve_app(
+            create_miner_app(config, store_config, axon=axon),
+            sock,
+            timeout_graceful_shutdown=config.shutdown_grace_s,
         )
-    app = create_miner_app(config, store_config, axon=axon)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_config=None,
-        access_log=False,
-        # uvicorn annotates int but passes it to asyncio.wait_for, which takes seconds as a float
-        timeout_graceful_shutdown=config.shutdown_grace_s,  # type: ignore[arg-type]
-    )

@@ -52,6 +52,7 @@ from engram.cid import generate_cid, verify_cid
 from engram.config import (
     DEFAULT_NAMESPACE,
     MODEL_VERSION,
+    ON_BEHALF_PARAM,
     ClientConfig,
     Limits,
     NetworkConfig,
@@ -67,6 +68,7 @@ from engram.errors import (
     error_from_wire,
 )
 from engram.network.routing import closest
+from engram.network.survey import Liveness
 from engram.records import (
     IngestItem,
     QueryResult,
@@ -77,7 +79,7 @@ from engram.records import (
     record_builder,
 )
 from engram.security.access import Caller, Permission, SignedRequest
-from engram.security.signing import Signer
+from engram.security.signing import Signer, signer_hotkey
 
 T = TypeVar("T")
 log = logging.getLogger("engram.network")
@@ -92,14 +94,24 @@ relayed: ContextVar[SignedRequest | None] = ContextVar("engram_relayed", default
 each checks the signer (see :meth:`Network._call`); set it with :func:`acting_for`."""
 
 
+anonymous: ContextVar[bool] = ContextVar("engram_anonymous", default=False)
+"""The current operation is a gateway's for a caller with neither signature nor API key: what
+this client signs for it says ``on_behalf=anonymous``, so miners judge it as anonymous and
+charge it to the gateway's hotkey; set it with :func:`acting_for`."""
+
+
 async def acting_for(caller: Caller, work: Awaitable[T]) -> T:
     """Await ``work`` on behalf of ``caller``: its legacy namespace key and its signed
-    request are relayed to the miners (subtasks inherit both)."""
+    request are relayed to the miners; an API key's request is signed by this client's own
+    hotkey; an anonymous one is signed as made for nobody (subtasks inherit all three)."""
     key_token = namespace_key.set(caller.namespace_key)
     relay_token = relayed.set(caller.signed_request)
+    nobody = caller.hotkey is None and caller.api_key is None and not caller.operator
+    anonymous_token = anonymous.set(nobody)
     try:
         return await work
     finally:
+        anonymous.reset(anonymous_token)
         relayed.reset(relay_token)
         namespace_key.reset(key_token)
 
@@ -173,6 +185,12 @@ class Network:
         self._relay = ClientConfig(timeout_s=self.config.write_timeout_s, retries=0, backoff_s=0)
         self._metagraph: Metagraph | None = None
         self._fetched = 0.0
+        # Which announced miners answer: what "serving" means to routing (see miners()).
+        self.liveness = Liveness(
+            self._http,
+            interval_s=self.config.probe_interval_s,
+            timeout_s=self.config.probe_timeout_s,
+        )
         self.limits = Limits()
         self._dims: dict[str, int] = {}  # namespaces' dimensions, fixed once written
 
@@ -195,16 +213,26 @@ class Network:
         return self._metagraph
 
     async def miners(self) -> list[Neuron]:
-        """Serving miners; an error that says so when there are none."""
-        serving = (await self.metagraph()).serving()
-        if not serving:
+        """Serving miners: those with an announced axon that answer their health probe now
+        (:attr:`liveness`); an error that says so when there are none."""
+        announced = (await self.metagraph()).serving()
+        serving = await self.liveness.serving(announced)
+        if serving:
+            return serving
+        where = f"subnet {self.config.netuid} of {self.chain.url}"
+        if announced:
+            why = "; ".join(f"uid {n.uid}: {self.liveness.why_not(n)}" for n in announced[:5])
             raise UnavailableError(
-                f"no miner is serving on subnet {self.config.netuid} of {self.chain.url}; "
-                "start one with `engram miner --chain ...` or run `engram localnet`"
+                f"no miner is serving on {where}: none of the {len(announced)} announced "
+                f"answered GET /health within {self.liveness.timeout_s:g}s ({why})"
             )
-        return serving
+        raise UnavailableError(
+            f"no miner is serving on {where}; start one with `engram miner --chain ...` or "
+            "run `engram localnet`"
+        )
 
     async def replicas(self, cid: str) -> list[Neuron]:
+        """The R serving miners that hold ``cid``, primary first."""
         return closest(cid, await self.miners(), self.config.replicas)
 
     # --- writes ----------------------------------------------------------------------------
@@ -364,9 +392,12 @@ class Network:
                 call = Relayed(signed, call)
             elif writes(type(call)):
                 raise _cannot_relay(signed)
+        query = None
         if isinstance(call, Relayed):
             signer, config = None, self._relay
             headers.update(call.signed.headers)
+        elif signer is not None and anonymous.get():
+            query = {ON_BEHALF_PARAM: "anonymous"}
         return await call_node(
             self._http,
             str(miner.axon_url),
@@ -376,6 +407,7 @@ class Network:
             signer=signer,
             receiver=miner.hotkey,
             headers=headers or None,
+            query=query,
         )
 
     async def _scatter(
@@ -410,6 +442,7 @@ class Network:
         namespace: str | None = None,
         include_embedding: bool = False,
         verify: bool = False,
+        ef: int | None = None,
     ) -> tuple[list[QueryResult], ReadReport]:
         """Ask every serving miner, merge by score, keep each CID once.
 
@@ -417,7 +450,7 @@ class Network:
         against its CID; a miner that returns a record that does not hash to
         its CID is reported as failed and its hits are dropped.
         """
-        call = Query(None, list(vector), top_k, filter, namespace, include_embedding or verify)
+        call = Query(None, list(vector), top_k, filter, namespace, include_embedding or verify, ef)
         return await self._merged(call, top_k, include_embedding, verify)
 
     async def search(
@@ -428,13 +461,14 @@ class Network:
         namespace: str | None = None,
         mode: str = "hybrid",
         vector: Sequence[float] | None = None,
+        ef: int | None = None,
     ) -> tuple[list[QueryResult], ReadReport]:
         """Hybrid search on every serving miner (the text embedded once, here), each miner's
-        fused list merged by score, each CID kept once."""
+        fused list merged by score, each CID kept once; ``ef`` is each miner's HNSW beam."""
         if vector is None and mode != "keyword":
             vector = await self.embed_query(text)
         call = Search(
-            text, top_k, filter, namespace, mode, None if vector is None else list(vector)
+            text, top_k, filter, namespace, mode, None if vector is None else list(vector), ef
         )
         return await self._merged(call, top_k)
 
@@ -636,9 +670,12 @@ class Network:
             "chain": self.chain.url,
             "netuid": self.config.netuid,
             "version": __version__,
+            # the hotkey owners grant for API keys (a gateway's)
+            "hotkey": signer_hotkey(self.signer) if self.signer is not None else None,
         }
 
     async def close(self) -> None:
+        await self.liveness.close()
         if self._owns_http:
             await self._http.aclose()
 

@@ -98,13 +98,14 @@ class NetworkNode:
         namespace: str | None,
         include_embedding: bool,
         caller: Caller | None = None,
+        ef: int | None = None,
     ) -> list[QueryResult]:
         async def run() -> tuple[list[QueryResult], ReadReport]:
             if (text is None) == (vector is None):
                 raise InvalidRequestError("give exactly one of query text or query vector")
             query = await self.network.embed_query(text or "") if vector is None else list(vector)
             return await self.network.query(
-                query, top_k, filter, namespace, include_embedding, self.verify
+                query, top_k, filter, namespace, include_embedding, self.verify, ef
             )
 
         results, self.report = self.run(run(), caller)
@@ -119,8 +120,9 @@ class NetworkNode:
         mode: str,
         vector: Sequence[float] | None = None,
         caller: Caller | None = None,
+        ef: int | None = None,
     ) -> list[QueryResult]:
-        search = self.network.search(text, top_k, filter, namespace, mode, vector)
+        search = self.network.search(text, top_k, filter, namespace, mode, vector, ef)
         results, self.report = self.run(search, caller)
         return results
 

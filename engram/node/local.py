@@ -179,6 +179,7 @@ class LocalNode:
         namespace: str | None,
         include_embedding: bool,
         caller: Caller | None = None,
+        ef: int | None = None,
     ) -> list[QueryResult]:
         """Search by ``vector``, or by ``text`` embedded with the canonical model."""
         started = time.perf_counter()
@@ -187,7 +188,7 @@ class LocalNode:
         self._readable(caller, namespace)
         if vector is None:
             vector = self.embed_query(text or "")
-        results = self.store.search(vector, top_k, filter, namespace, include_embedding)
+        results = self.store.search(vector, top_k, filter, namespace, include_embedding, ef)
         elapsed_ms = (time.perf_counter() - started) * 1000
         with self._stats_lock:
             self._queries += 1
@@ -203,6 +204,7 @@ class LocalNode:
         mode: str,
         vector: Sequence[float] | None = None,
         caller: Caller | None = None,
+        ef: int | None = None,
     ) -> list[QueryResult]:
         """Hybrid search; the text is embedded here unless ``vector`` is given, and never in
         keyword mode, which needs no model."""
@@ -211,7 +213,7 @@ class LocalNode:
         query: Any = vector
         if query is None and check_mode(mode) != "keyword":
             query = self.embed_query(text)
-        return self.store.hybrid_search(text, query, top_k, filter, namespace, mode)
+        return self.store.hybrid_search(text, query, top_k, filter, namespace, mode, ef)
 
     def get(self, cid: str, namespace: str | None, caller: Caller | None = None) -> Record | None:
         if namespace is not None:

@@ -243,6 +243,7 @@ def choose_target(
     signer: Any = None,
     miner_url: str | None = None,
     timeout: float | None = None,
+    api_key: str | None = None,
 ) -> Target:
     """The one place that picks the mode: a URL means HTTP, anything else the embedded store."""
     url = _alias("url", url, "miner_url", miner_url)
@@ -251,7 +252,19 @@ def choose_target(
         raise InvalidRequestError(
             "give url (a node over HTTP) or path (an embedded store), not both"
         )
-    config = load_config(ClientConfig, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)
+    if api_key is not None and url is None:
+        raise InvalidRequestError("api_key is a gateway's: give the gateway's url too")
+    config = load_config(
+        ClientConfig, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s, api_key=api_key
+    )
+    if url is not None and config.api_key is not None:
+        if not isinstance(config.api_key, str) or not config.api_key.strip():
+            raise InvalidRequestError("api_key must be the key a gateway gave (ek_...)")
+        if signer is not None:
+            raise InvalidRequestError(
+                "give a wallet or an api_key, not both: the key acts for its owner, the "
+                "wallet signs for itself"
+            )
     _check_number("timeout_s", config.timeout_s, positive=True)
     _check_number("retries", config.retries, integer=True)
     _check_number("backoff_s", config.backoff_s)
@@ -471,12 +484,13 @@ class ClientCore:
         filter: Mapping[str, Any] | None,
         namespace: str | None,
         include_embedding: bool,
+        ef: int | None = None,
     ) -> Plan[list[QueryResult]]:
         if self.sealer is not None:  # the query text never leaves this process either
             vector = self.sealer.embed([require_text(text)])[0]
-            return self.query_by_vector(vector, top_k, filter, namespace, include_embedding)
+            return self.query_by_vector(vector, top_k, filter, namespace, include_embedding, ef)
         call = Query(
-            require_text(text), None, top_k, filter, self._ns(namespace), include_embedding
+            require_text(text), None, top_k, filter, self._ns(namespace), include_embedding, ef
         )
         return _single(call)
 
@@ -496,13 +510,15 @@ class ClientCore:
         filter: Mapping[str, Any] | None,
         namespace: str | None,
         include_embedding: bool,
+        ef: int | None = None,
     ) -> Plan[list[QueryResult]]:
         ns = self._ns(namespace)
         sealer = self.sealer
+        vec = query_vector(vector)
         if sealer is None:
-            return _single(Query(None, query_vector(vector), top_k, filter, ns, include_embedding))
+            return _single(Query(None, vec, top_k, filter, ns, include_embedding, ef))
         return self._opened_hits(
-            Query(None, query_vector(vector), top_k, filter, ns, True), ns, include_embedding
+            Query(None, vec, top_k, filter, ns, True, ef), ns, include_embedding
         )
 
     def _opened_hits(

@@ -16,8 +16,9 @@ import numpy as np
 
 from engram.api.calls import Count, Delete, Health, Search, Stats
 from engram.api.exchange import run_async
+from engram.config import PROBE_TIMEOUT_S, PROBE_TOP_N
 from engram.embed import Embedder
-from engram.errors import UpstreamError
+from engram.errors import InvalidRequestError, UpstreamError
 from engram.network.client import ReadReport, WriteReport
 from engram.records import IngestItem, QueryResult, Record
 from engram.sdk._base import (
@@ -32,6 +33,7 @@ from engram.sdk._base import (
     pick_signer,
     query_vector,
 )
+from engram.sdk.keys import AsyncKeysClient
 from engram.sdk.memory import AsyncMemoryClient
 from engram.sdk.remote import RemoteNode
 from engram.sdk.sealer import Sealer, sealer_for
@@ -68,6 +70,7 @@ class AsyncEngramClient:
         noise_sigma: float = 0.0,
         miner_url: str | None = None,
         timeout: float | None = None,
+        api_key: str | None = None,
     ) -> None:
         target = choose_target(
             url,
@@ -79,6 +82,7 @@ class AsyncEngramClient:
             signer=pick_signer(wallet, keypair),
             miner_url=miner_url,
             timeout=timeout,
+            api_key=api_key,
         )
         self._open(target, namespace, sealer_for(seal_key, clear_fields, noise_sigma, embedder))
 
@@ -128,6 +132,40 @@ class AsyncEngramClient:
         client._open(target, namespace, sealer_for(seal_key, clear_fields, noise_sigma, embedder))
         return client
 
+    @classmethod
+    async def from_subnet(
+        cls,
+        netuid: int = 450,
+        network: str = "test",
+        *,
+        top_n: int = PROBE_TOP_N,
+        probe_timeout: float = PROBE_TIMEOUT_S,
+        **options: Any,
+    ) -> AsyncEngramClient:
+        """The original SDK's entry point: :meth:`from_network` on the Bittensor ``network``.
+
+        ``network`` is ``test`` (the testnet, where the original network runs as
+        netuid 450), ``finney`` or a ``ws://`` endpoint, or any chain :meth:`from_network`
+        takes; ``options`` are its keyword arguments. The ``top_n`` best serving miners
+        (by incentive, then stake) are probed first: an
+        :class:`~engram.errors.UnavailableError` when none answers ``/health`` within
+        ``probe_timeout`` seconds.
+        """
+        from engram.network.survey import check_top_miners
+        from engram.sdk.transports import AsyncNetworkTransport
+
+        client = cls.from_network(network, netuid, **options)
+        transport = client._transport
+        assert isinstance(transport, AsyncNetworkTransport)
+        try:
+            await transport.node.arun(
+                check_top_miners(transport.node.network, top_n, probe_timeout)
+            )
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
     @property
     def network_report(self) -> list[WriteReport] | ReadReport | None:
         """Network mode: the last write's reports (one per record: replicas, acked, failed) or
@@ -160,6 +198,15 @@ class AsyncEngramClient:
                 lambda call: asyncio.to_thread(self._core.named(call).local, node), sealed
             )
         return AsyncMemoryClient(lambda call: self._run(self._core.call(call)), sealed)
+
+    @functools.cached_property
+    def keys(self) -> AsyncKeysClient:
+        """The API keys of the gateway this client talks to (make, list, rotate, revoke)."""
+        if not isinstance(self._transport, AsyncHttpTransport):
+            raise InvalidRequestError(
+                "API keys are a gateway's: open the client with the gateway's url"
+            )
+        return AsyncKeysClient(self._transport.execute)
 
     async def _run(self, plan: Plan[T]) -> T:
         return await run_async(plan, self._transport.execute)
@@ -216,9 +263,13 @@ class AsyncEngramClient:
         filter: Mapping[str, Any] | None = None,
         namespace: str | None = None,
         include_embedding: bool = False,
+        ef: int | None = None,
     ) -> list[QueryResult]:
-        """Records nearest in meaning to ``text``, best first (cosine similarity)."""
-        return await self._run(self._core.query(text, top_k, filter, namespace, include_embedding))
+        """Records nearest in meaning to ``text``, best first (cosine similarity). ``ef``: the
+        search's HNSW beam width, wider for better recall (default: the namespace's, which
+        the node calibrates to recall@10 >= 0.95 on its own data)."""
+        plan = self._core.query(text, top_k, filter, namespace, include_embedding, ef)
+        return await self._run(plan)
 
     async def search(
         self,
@@ -228,13 +279,16 @@ class AsyncEngramClient:
         namespace: str | None = None,
         mode: str = "hybrid",
         vector: Sequence[float] | np.ndarray | None = None,
+        ef: int | None = None,
     ) -> list[QueryResult]:
         """Hybrid search: meaning (vector) and words (BM25) fused, best first; each result's
         ``channels`` says what each contributed. ``mode``: hybrid, vector or keyword.
         ``vector``: the text already embedded by the model of the namespace's vectors
-        (otherwise the node embeds it with the canonical model)."""
+        (otherwise the node embeds it with the canonical model). ``ef``: the vector
+        channel's HNSW beam width, as in :meth:`query`."""
         vec = None if vector is None else query_vector(vector)
-        return await self._run(self._core.search(Search(text, top_k, filter, namespace, mode, vec)))
+        call = Search(text, top_k, filter, namespace, mode, vec, ef)
+        return await self._run(self._core.search(call))
 
     async def query_by_vector(
         self,
@@ -243,9 +297,11 @@ class AsyncEngramClient:
         filter: Mapping[str, Any] | None = None,
         namespace: str | None = None,
         include_embedding: bool = False,
+        ef: int | None = None,
     ) -> list[QueryResult]:
-        """Records nearest to ``vector``, best first (cosine similarity)."""
-        plan = self._core.query_by_vector(vector, top_k, filter, namespace, include_embedding)
+        """Records nearest to ``vector``, best first (cosine similarity); ``ef`` as in
+        :meth:`query`."""
+        plan = self._core.query_by_vector(vector, top_k, filter, namespace, include_embedding, ef)
         return await self._run(plan)
 
     async def get(self, cid: str, namespace: str | None = None) -> Record | None:

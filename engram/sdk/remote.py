@@ -89,9 +89,10 @@ class RemoteNode:
         namespace: str | None,
         include_embedding: bool,
         caller: Caller | None = None,
+        ef: int | None = None,
     ) -> list[QueryResult]:
         vec = None if vector is None else [float(x) for x in vector]
-        call = Query(text, vec, top_k, filter, namespace, include_embedding)
+        call = Query(text, vec, top_k, filter, namespace, include_embedding, ef)
         return self._send(call, caller)
 
     def search(
@@ -103,9 +104,10 @@ class RemoteNode:
         mode: str,
         vector: Sequence[float] | None = None,
         caller: Caller | None = None,
+        ef: int | None = None,
     ) -> list[QueryResult]:
         vec = None if vector is None else [float(x) for x in vector]
-        return self._send(Search(text, top_k, filter, namespace, mode, vec), caller)
+        return self._send(Search(text, top_k, filter, namespace, mode, vec, ef), caller)
 
     def get(self, cid: str, namespace: str | None, caller: Caller | None = None) -> Record | None:
         return self._send(Get(cid, namespace), caller)

@@ -54,10 +54,11 @@ def _client_kwargs(target: Target) -> dict[str, Any]:
     # Per-request timeout (connect, read, write and pool each); retries are ours, not httpx's.
     # A signer signs each attempt afresh: a retry is a new request, never a replay.
     auth = HotkeyAuth(target.signer) if target.signer is not None else None
+    key = target.config.api_key
     return {
         "base_url": target.url,
         "timeout": target.config.timeout_s,
-        "headers": _HEADERS,
+        "headers": {**_HEADERS, "authorization": f"Bearer {key.strip()}"} if key else _HEADERS,
         "auth": auth,
     }
 

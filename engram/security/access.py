@@ -27,7 +27,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bittensor.sp_core import ss58_decode
 
@@ -39,6 +39,9 @@ from engram.errors import (
     UnauthorizedError,
 )
 from engram.store.db import Database
+
+if TYPE_CHECKING:
+    from engram.security.apikeys import ApiKey
 
 
 class Permission(StrEnum):
@@ -70,6 +73,17 @@ class Caller:
     operator: bool = False  # the process that owns the files (embedded use, with no wallet)
     namespace_key: str | None = None  # a legacy shared secret sent with the request
     signed_request: SignedRequest | None = None  # on a gateway: the request, to relay as is
+    api_key: ApiKey | None = None  # on a gateway: the bearer key it acts for (under its hotkey)
+    paid_by: str | None = None  # the gateway hotkey that signed an anonymous caller's request
+
+    @property
+    def budget_id(self) -> str | None:
+        """Whose rate-limit bucket the request spends (``None``: the client's IP's)."""
+        if self.hotkey is not None:
+            return self.hotkey
+        if self.api_key is not None:
+            return self.api_key.actor
+        return self.paid_by
 
     @property
     def signed(self) -> bool:

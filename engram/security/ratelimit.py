@@ -20,14 +20,18 @@ class Budget(StrEnum):
 
 
 class RateLimiter:
-    """Buckets keyed by (budget, verified hotkey or else client IP), least recently used evicted.
+    """Buckets keyed by (budget, verified identity or else client IP), least recently used
+    evicted. The identity is a signing hotkey, an API key, or the gateway that signed an
+    anonymous caller's request (see :attr:`Caller.budget_id`).
 
     A bucket holds ``burst`` tokens and refills at ``per_s``; a hotkey with a
-    validator permit gets ``validator_factor`` times both.
+    validator permit gets ``validator_factor`` times both, a known gateway's
+    (``gateway_hotkeys``) ``gateway_factor`` times.
     """
 
     def __init__(self, limits: SecurityConfig) -> None:
         self.limits = limits
+        self.gateways = frozenset(h.strip() for h in limits.gateway_hotkeys.split(",") if h.strip())
         self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -37,7 +41,11 @@ class RateLimiter:
             Budget.QUERY: (self.limits.query_per_s, self.limits.query_burst),
             Budget.CHALLENGE: (self.limits.challenge_per_s, self.limits.challenge_burst),
         }[budget]
-        factor = self.limits.validator_factor if caller.validator else 1.0
+        factor = 1.0
+        if caller.validator:
+            factor = self.limits.validator_factor
+        elif caller.budget_id in self.gateways:
+            factor = self.limits.gateway_factor
         return per_s * factor, burst * factor
 
     def admit(self, budget: Budget, caller: Caller, client_ip: str, cost: float = 1.0) -> None:
@@ -45,7 +53,7 @@ class RateLimiter:
         if not self.limits.rate_limits or caller.operator:
             return
         per_s, burst = self._rate(budget, caller)
-        who = caller.hotkey or f"ip:{client_ip}"
+        who = caller.budget_id or f"ip:{client_ip}"
         key = (budget.value, who)
         now = time.monotonic()
         with self._lock:

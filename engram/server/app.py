@@ -1,19 +1,26 @@
-"""What every Engram HTTP server shares: errors, limits, metrics and logs.
+"""What every Engram HTTP server shares: errors, limits, metrics, logs and how it runs.
 
-The miner and the gateway build their FastAPI apps with :func:`create_app` and
-add their own routes. Every :class:`~engram.errors.EngramError` becomes
-``{"error": message, "code": code}`` with its status here and nowhere else;
-anything unexpected becomes a logged 500 that leaks nothing.
+The miner and the gateway build their FastAPI apps with :func:`create_app`,
+add their own routes and run them with :func:`serve_app`. Every
+:class:`~engram.errors.EngramError` becomes ``{"error": message, "code": code}``
+with its status here and nowhere else; anything unexpected becomes a logged 500
+that leaks nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
+import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -32,6 +39,7 @@ from engram.errors import (
     EngramError,
     InvalidRequestError,
     MethodNotAllowedError,
+    OverloadedError,
     PayloadTooLargeError,
     RateLimitedError,
     RouteNotFoundError,
@@ -55,7 +63,7 @@ def _error_body(path: str, error: EngramError) -> dict[str, Any]:
 
 def error_response(request: Request, exc: EngramError) -> JSONResponse:
     headers = None
-    if isinstance(exc, RateLimitedError):
+    if isinstance(exc, RateLimitedError | OverloadedError):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
     return JSONResponse(_error_body(request.url.path, exc), status_code=exc.status, headers=headers)
 
@@ -145,8 +153,11 @@ class Metrics:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(title: str, version: str, limits: Limits, **kwargs: Any) -> FastAPI:
-    """A FastAPI app with Engram's error mapping, body limit, metrics and access log."""
+def create_app(
+    title: str, version: str, limits: Limits, max_in_flight: int | None = None, **kwargs: Any
+) -> FastAPI:
+    """A FastAPI app with Engram's error mapping, body limit, metrics and access log; with
+    ``max_in_flight``, requests beyond that many at once are shed with a 503."""
     app = FastAPI(title=title, version=version, **kwargs)
     app.state.metrics = Metrics()
     app.state.limits = limits
@@ -185,22 +196,34 @@ def create_app(title: str, version: str, limits: Limits, **kwargs: Any) -> FastA
         body = {"error": "internal error; see the server log", "code": EngramError.code}
         return JSONResponse(body, status_code=500)
 
-    app.add_middleware(_Edge, max_bytes=limits.max_body_bytes, metrics=app.state.metrics)
+    app.add_middleware(
+        _Edge,
+        max_bytes=limits.max_body_bytes,
+        metrics=app.state.metrics,
+        max_in_flight=max_in_flight,
+    )
     return app
 
 
 class _Edge:
-    """The outermost layer: body limit, metrics and the access log, as plain ASGI.
+    """The outermost layer: load shedding, body limit, metrics and the access log, as plain
+    ASGI.
 
     The whole body is read first (chunked ones too), so an over-long body gets
     the same 413 whether or not it declared its length. Plain ASGI rather than
     ``@app.middleware("http")``: that wrapper costs ~0.4 ms of CPU per request.
+    Past ``max_in_flight`` requests at once, more get a 503 with Retry-After at
+    once: a gateway that queued them would relay their signatures too late.
     """
 
-    def __init__(self, app: Any, max_bytes: int, metrics: Metrics) -> None:
+    def __init__(
+        self, app: Any, max_bytes: int, metrics: Metrics, max_in_flight: int | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -215,9 +238,19 @@ class _Edge:
                 status = message["status"]
             await send(message)
 
+        shed = (
+            self.max_in_flight is not None
+            and self.in_flight >= self.max_in_flight
+            and scope["path"] not in _NEVER_SHED
+        )
+        self.in_flight += 1
         try:
-            await self._limited(scope, receive, send_and_note)
+            if shed:
+                await self._overloaded(scope, receive, send_and_note)
+            else:
+                await self._limited(scope, receive, send_and_note)
         finally:
+            self.in_flight -= 1
             elapsed = time.perf_counter() - started
             route = "/" + scope["path"].split("/")[1]
             self.metrics.requests.labels(route, str(status)).inc()
@@ -259,6 +292,21 @@ class _Edge:
             scope, receive, send
         )
 
+    async def _overloaded(self, scope: Any, receive: Any, send: Any) -> None:
+        error = OverloadedError(
+            f"this server is handling {self.max_in_flight} requests at once, its limit: "
+            "retry in a second"
+        )
+        response = JSONResponse(
+            _error_body(scope["path"], error),
+            status_code=error.status,
+            headers={"Retry-After": str(math.ceil(error.retry_after_s))},
+        )
+        await response(scope, receive, send)
+
+
+_NEVER_SHED = frozenset({"/health", "/metrics"})  # a busy server still says how it is
+
 
 def _replay(messages: list[Any], receive: Any) -> Any:
     pending = list(messages)
@@ -294,3 +342,31 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per outgoing request is noise
+
+
+class Server(uvicorn.Server):
+    """uvicorn that also stops cleanly on SIGHUP (a closed terminal) as on SIGINT and SIGTERM.
+
+    uvicorn re-raises the signal that stopped it once it has shut down, so the
+    process still ends the way that signal ends it.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = signal.signal(signal.SIGHUP, self.handle_exit)
+            try:
+                yield
+            finally:
+                signal.signal(signal.SIGHUP, previous)
+
+
+def serve_app(app: Any, sock: socket.socket, **options: Any) -> None:
+    """Serve ``app`` on ``sock``, already listening (:func:`engram.process.listen`), until a
+    stop signal; in-flight requests finish and the app's lifespan closes what it opened."""
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, **options)
+    Server(config).run(sockets=[sock])

@@ -22,18 +22,14 @@ gateway, never trimmed (a trimmed claim could be taken by the next writer).
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engram import sqlite
-from engram.errors import InvalidRequestError, StorageError
+from engram.errors import InvalidRequestError
 
 FILENAME = "audit.sqlite"  # a miner's, in its home
 GATEWAY_FILENAME = "gateway-audit.sqlite"  # a gateway's, apart should it share a miner's home
@@ -41,8 +37,6 @@ ANONYMOUS = "anonymous"  # the actor of an unsigned (or unverifiable) request
 MAX_PAGE = 1_000  # entries one GET /audit answers at most
 _MAX_TEXT = 256  # a namespace or CID longer than any valid one is kept cut to this
 _TRIM_EVERY = 1_000  # inserts between two trims (fewer when max_rows is small)
-
-T = TypeVar("T")
 
 _MIGRATIONS = sqlite.Migrations("audit_log")
 
@@ -120,51 +114,20 @@ class AuditLog:
     def __init__(self, path: Path, max_rows: int = 100_000) -> None:
         if max_rows < 1:
             raise InvalidRequestError(f"audit_max_rows must be at least 1, not {max_rows}")
-        self.path = Path(path).expanduser()
         self.max_rows = max_rows
         self.trim_every = max(1, min(_TRIM_EVERY, max_rows // 10))
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
         self._since_trim = 0
-
-    # --- plumbing ------------------------------------------------------------------------
+        # a smaller bound than last time applies as soon as the file opens
+        self._file = sqlite.SqliteFile(path, _MIGRATIONS, "the audit log", on_open=self._trim)
+        self.path = self._file.path
+        self._run = self._file.run
 
     def open(self) -> None:
         """Open (create, migrate and trim) the file now rather than on first use."""
-        with self._lock:
-            self._connection()
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn: sqlite3.Connection | None = None
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite.connect(self.path)
-                _MIGRATIONS.apply(conn)
-                with sqlite.transaction(conn):
-                    self._trim(conn)  # a smaller bound than last time applies at once
-            except (OSError, sqlite3.Error) as exc:
-                if conn is not None:
-                    conn.close()
-                raise StorageError(f"cannot open the audit log {self.path}: {exc}") from exc
-            self._conn = conn
-        return self._conn
-
-    def _run(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
-        with self._lock:
-            try:
-                conn = self._connection()
-                with sqlite.transaction(conn, write=write):
-                    return fn(conn)
-            except sqlite3.Error as exc:
-                raise StorageError(f"audit log {self.path}: {exc}") from exc
+        self._file.open()
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.close()
-                self._conn = None
+        self._file.close()
 
     # --- entries -------------------------------------------------------------------------
 

@@ -38,7 +38,16 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from engram.api.calls import NODE_CALLS, Call, Incoming, IngestMany, IngestOne, Route
+from engram.api.calls import (
+    NODE_CALLS,
+    Call,
+    Incoming,
+    IngestMany,
+    IngestOne,
+    Route,
+    SetGrant,
+    Stats,
+)
 from engram.api.memory import MEMORY_CALLS, StoreMemory, UpdateMemory
 from engram.api.node import Node
 from engram.api.wire import BatchIngestRequest, LegacyFields
@@ -51,7 +60,9 @@ from engram.errors import (
     UnauthorizedError,
 )
 from engram.network.client import NAMESPACE_KEY_HEADER
+from engram.security.access import ANONYMOUS as ANONYMOUS_CALLER
 from engram.security.access import Caller, SignedRequest
+from engram.security.apikeys import Scope
 from engram.security.legacy import namespace_signer
 from engram.security.ratelimit import Budget
 from engram.security.signing import signature_headers
@@ -64,6 +75,8 @@ log = logging.getLogger("engram.server")
 
 _CLAIMING = (IngestOne, IngestMany, StoreMemory, UpdateMemory)
 """The writes that store records, so claim an empty namespace on a miner for their signer."""
+_UNNAMESPACED = (Stats,)
+"""The calls about the whole node rather than a namespace."""
 
 ROUTES: dict[str, tuple[str, ...]] = {}
 """The HTTP routes of each node operation (``"METHOD /path"``), from the calls' own routes."""
@@ -176,6 +189,8 @@ class NodeRoutes:
                 credentials = call.credentials(incoming)
                 caller = await self.caller(request, route.budget, credentials, made.cost())
                 seen.caller = caller
+                if caller.api_key is not None:
+                    caller = _authorized(caller, made, route, _namespaces(seen, given))
             node: Node = request.app.state.node
             answer = await self.run(request, made.serve, node, caller, self.replicated)
             response.status_code = made.status(answer)
@@ -237,7 +252,7 @@ class NodeRoutes:
             entries.append(
                 AuditEntry(
                     at=at,
-                    actor=(caller.hotkey if caller is not None else None) or ANONYMOUS,
+                    actor=actor(caller),
                     method=route.method,
                     route=route.path,
                     namespace=namespace,
@@ -249,9 +264,7 @@ class NodeRoutes:
             )
             if self.replicated and stored and namespace and isinstance(seen.made, _CLAIMING):
                 # the miners saw the relayed signature, or (a legacy caller too) no signature
-                relayed = caller is not None and caller.signed_request is not None
-                signer = caller.hotkey if relayed and caller is not None else None
-                claims[namespace] = signer if namespace != DEFAULT_NAMESPACE else None
+                claims[namespace] = _claimant(caller) if namespace != DEFAULT_NAMESPACE else None
         try:
             await self.run(request, _write_audit, self.audit, entries, claims)
         except Exception:
@@ -274,29 +287,36 @@ class NodeRoutes:
             return None  # the caller may not even read it
         return owner if isinstance(owner, str) else None
 
+    async def _require_owner(self, request: Request, namespace: str, caller: Caller) -> None:
+        if not caller.signed:
+            raise UnauthorizedError(
+                "the audit log of a namespace is its owner's: sign the request with the "
+                "owner's hotkey"
+            )
+        node: Node = request.app.state.node
+        owner = await self.run(request, self._owner, node, namespace, caller)
+        if owner is None or owner != caller.hotkey:
+            where = "through this gateway " if self.replicated else ""
+            raise ForbiddenError(
+                f"only the owner of namespace {namespace!r} may read its audit log, "
+                f"and hotkey {caller.hotkey} is not its owner {where}(a public namespace "
+                "has none)"
+            )
+
     def _mount_audit(self, app: FastAPI, audit: AuditLog) -> None:
         async def read_audit(
             request: Request, params: Annotated[AuditParams, Query()]
         ) -> AuditResponse:
             """The audit log of one namespace, newest first: every write, delete, grant change
             and lifecycle change asked there (who, what, when, from where, with what result).
-            Only the namespace's owner may read it, with a signed request; a public namespace
-            has no owner, so nobody reads its log over HTTP."""
+            Only the namespace's owner may read it, with a signed request (or a gateway API key
+            with the admin scope there); a public namespace has no owner, so nobody reads its
+            log over HTTP."""
             caller = await self.gate.admit(request, Budget.QUERY)
-            if not caller.signed:
-                raise UnauthorizedError(
-                    "the audit log of a namespace is its owner's: sign the request with the "
-                    "owner's hotkey"
-                )
-            node: Node = request.app.state.node
-            owner = await self.run(request, self._owner, node, params.namespace, caller)
-            if owner is None or owner != caller.hotkey:
-                where = "through this gateway " if self.replicated else ""
-                raise ForbiddenError(
-                    f"only the owner of namespace {params.namespace!r} may read its audit log, "
-                    f"and hotkey {caller.hotkey} is not its owner {where}(a public namespace "
-                    "has none)"
-                )
+            if caller.api_key is not None:
+                caller.api_key.require([params.namespace], Scope.ADMIN)
+            else:
+                await self._require_owner(request, params.namespace, caller)
             entries = await self.run(
                 request, audit.entries, params.namespace, params.limit, params.before_id
             )
@@ -311,30 +331,55 @@ class NodeRoutes:
         )
 
 
+def _claimant(caller: Caller | None) -> str | None:
+    """Who the miners made the owner of an empty namespace this caller wrote through a
+    gateway: a relayed signer, or an API key's owner (the key was made for an owned one)."""
+    if caller is None:
+        return None
+    if caller.api_key is not None:
+        return caller.api_key.owner
+    return caller.hotkey if caller.signed_request is not None else None
+
+
+def actor(caller: Caller | None) -> str:
+    """Who the audit log says asked: a hotkey, an API key's id, or anonymous."""
+    if caller is None:
+        return ANONYMOUS
+    if caller.api_key is not None:
+        return caller.api_key.actor
+    return caller.hotkey or ANONYMOUS
+
+
+def _authorized(
+    caller: Caller, made: Call[Any], route: Route, namespaces: list[str] | None
+) -> Caller:
+    """An API key's caller, once its key allows the call in every namespace it names; a call
+    about no namespace (stats) is answered as for anyone."""
+    assert caller.api_key is not None
+    if isinstance(made, SetGrant):
+        raise ForbiddenError(
+            "grants are changed by the namespace owner's signed request, not with an API key"
+        )
+    if namespaces is None:
+        return ANONYMOUS_CALLER
+    scope = Scope.WRITE if route.budget is Budget.INGEST else Scope.READ
+    caller.api_key.require(namespaces, scope)
+    return caller
+
+
 def _write_audit(audit: AuditLog, entries: list[AuditEntry], claims: dict[str, str | None]) -> None:
     audit.record(*entries)
     for namespace, owner in claims.items():
         audit.claim(namespace, owner)
 
 
-def _touched(
-    seen: _Seen, given: dict[str, Any], answer: dict[str, Any] | None, status: int
-) -> dict[str | None, tuple[str | None, bool]]:
-    """The namespaces a change named, each with the first error code of its batch items and
-    whether anything was stored there; ``None`` when the request did not parse that far."""
+def _namespaces(seen: _Seen, given: dict[str, Any]) -> list[str] | None:
+    """The namespaces a request names (each batch item its own); ``None`` when it names none
+    (stats) or did not parse that far."""
     incoming, made = seen.incoming, seen.made
     body = incoming.body if incoming is not None else None
-    if isinstance(body, BatchIngestRequest):  # each item names its own namespace
-        cids = (answer or {}).get("cids") or []
-        codes = (answer or {}).get("codes") or []
-        touched: dict[str | None, tuple[str | None, bool]] = {}
-        for i, item in enumerate(body.items):
-            ns = item.namespace or DEFAULT_NAMESPACE
-            code, stored = touched.get(ns, (None, False))
-            item_code = codes[i] if i < len(codes) else None
-            item_cid = cids[i] if i < len(cids) else None
-            touched[ns] = (code or item_code, stored or item_cid is not None)
-        return touched
+    if isinstance(body, BatchIngestRequest):
+        return [item.namespace or DEFAULT_NAMESPACE for item in body.items]
     namespace: str | None
     if isinstance(made, IngestOne):
         namespace = made.item.namespace
@@ -345,5 +390,29 @@ def _touched(
     elif incoming is not None:
         namespace = getattr(incoming.params, "namespace", None) or getattr(body, "namespace", None)
     else:
+        return None
+    if namespace is None and isinstance(made, _UNNAMESPACED):
+        return None
+    return [namespace or DEFAULT_NAMESPACE]
+
+
+def _touched(
+    seen: _Seen, given: dict[str, Any], answer: dict[str, Any] | None, status: int
+) -> dict[str | None, tuple[str | None, bool]]:
+    """The namespaces a change named, each with the first error code of its batch items and
+    whether anything was stored there; ``None`` when the request did not parse that far."""
+    namespaces = _namespaces(seen, given)
+    if namespaces is None:
         return {None: (None, False)}
-    return {namespace or DEFAULT_NAMESPACE: (None, status < 400)}
+    body = seen.incoming.body if seen.incoming is not None else None
+    if not isinstance(body, BatchIngestRequest):
+        return {namespaces[0]: (None, status < 400)}
+    cids = (answer or {}).get("cids") or []
+    codes = (answer or {}).get("codes") or []
+    touched: dict[str | None, tuple[str | None, bool]] = {}
+    for i, ns in enumerate(namespaces):
+        code, stored = touched.get(ns, (None, False))
+        item_code = codes[i] if i < len(codes) else None
+        item_cid = cids[i] if i < len(cids) else None
+        touched[ns] = (code or item_code, stored or item_cid is not None)
+    return touched

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,16 @@ def m007_namespace_dims(conn: sqlite3.Connection) -> None:
     )
 
 
+@_MIGRATIONS
+def m008_index_segments(conn: sqlite3.Connection) -> None:
+    """An index is a list of segment files (``file`` stays the last one), and the calibration
+    of its default search beam."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(index_checkpoints)")}
+    for column in ("files", "tuning"):
+        if column not in columns:
+            conn.execute(f"ALTER TABLE index_checkpoints ADD COLUMN {column} TEXT")
+
+
 _RECORD_COLUMNS = "id, cid, embedding, metadata, text, namespace, model_version"
 
 
@@ -203,6 +214,17 @@ def row_to_record(row: Sequence[Any]) -> Record:
         namespace=row[5],
         model_version=row[6],
     )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A namespace's index on disk: its segment files (oldest first), the highest row id
+    they cover, the build parameters and the calibration of its default search beam."""
+
+    files: list[str]
+    upto: int
+    params: dict[str, Any]
+    tuning: dict[str, Any] | None = None
 
 
 class Database:
@@ -563,21 +585,41 @@ class Database:
 
     # --- index checkpoints ---------------------------------------------------------------
 
-    def checkpoint(self, namespace: str) -> tuple[str, int, dict[str, Any]] | None:
+    def checkpoint(self, namespace: str) -> Checkpoint | None:
         row = self.reader.execute(
-            "SELECT file, indexed_upto, params FROM index_checkpoints WHERE namespace=?",
+            "SELECT file, files, indexed_upto, params, tuning FROM index_checkpoints "
+            "WHERE namespace=?",
             (namespace,),
         ).fetchone()
-        return (row[0], row[1], json.loads(row[2])) if row else None
+        if row is None:
+            return None
+        files = json.loads(row[1]) if row[1] is not None else [row[0]]
+        tuning = json.loads(row[4]) if row[4] else None
+        return Checkpoint(files, row[2], json.loads(row[3]), tuning)
 
-    def set_checkpoint(self, namespace: str, file: str, upto: int, params: dict[str, Any]) -> None:
+    def set_checkpoint(self, namespace: str, checkpoint: Checkpoint) -> None:
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO index_checkpoints(namespace, file, indexed_upto, params) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT(namespace) DO UPDATE SET "
-                "file=excluded.file, indexed_upto=excluded.indexed_upto, params=excluded.params",
-                (namespace, file, upto, json.dumps(params, sort_keys=True)),
+                "INSERT INTO index_checkpoints(namespace, file, files, indexed_upto, params, tuning) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(namespace) DO UPDATE SET "
+                "file=excluded.file, files=excluded.files, indexed_upto=excluded.indexed_upto, "
+                "params=excluded.params, tuning=excluded.tuning",
+                (
+                    namespace,
+                    checkpoint.files[-1] if checkpoint.files else "",
+                    json.dumps(checkpoint.files),
+                    checkpoint.upto,
+                    json.dumps(checkpoint.params, sort_keys=True),
+                    None if checkpoint.tuning is None else json.dumps(checkpoint.tuning),
+                ),
             )
+
+    def index_files(self) -> set[str]:
+        """Every index file a checkpoint refers to."""
+        found: set[str] = set()
+        for file, files in self.reader.execute("SELECT file, files FROM index_checkpoints"):
+            found.update(json.loads(files) if files is not None else [file])
+        return found
 
     def close(self) -> None:
         with self._readers_lock:

@@ -1,23 +1,41 @@
-"""The storage engine: SQLite as the truth, one HNSW index per namespace beside it.
+"""The storage engine: SQLite as the truth, HNSW segments per namespace beside it.
 
 Writes commit to SQLite first and are acknowledged then; the new vectors join
-an in-memory *pending* set that queries scan exactly, so an acknowledged write
-is searchable at once. A background indexer moves pending vectors into HNSW
-copy-on-write (clone, add, swap), so searches never wait for a build. The
-index is checkpointed to disk with the highest row id it covers; on open,
-rows past that id are pending again and deleted rows become tombstones, which
-is why the store needs no repair after ``kill -9``.
+an in-memory *pending* buffer that queries scan exactly (one contiguous
+matrix, FAISS's SIMD scan), so an acknowledged write is searchable at once. A
+background indexer moves pending rows into HNSW in bounded steps: it adds them
+to a private copy of the namespace's last segment (at most
+``index_segment_rows`` rows, see :mod:`engram.store.index`) and then publishes
+it, so searches never wait for a build and no cycle costs more than one
+segment. Checkpoints, due every ``checkpoint_rows`` rows or
+``checkpoint_interval_s``, write each changed segment with the highest row id
+covered; on open, rows past that id are pending again and deleted rows become
+tombstones, which is why the store needs no repair after ``kill -9`` and
+resumes from its last checkpoint.
+
+Whenever an index has grown by a quarter (or been compacted), the default
+beam width (ef) of its namespace is calibrated against exact search on a
+sample of the namespace's own vectors, so the default keeps recall@10 at
+``calibration_recall`` on hard data as on easy data; a search may still pass
+its own ``ef``.
+
+The indexer checks for a close between steps: :meth:`Store.close` waits for it
+at most ``close_timeout_s``, and an ``atexit`` hook closes the stores a
+program left open, so no exit finds it inside FAISS.
 """
 
 from __future__ import annotations
 
+import atexit
 import builtins
+import contextlib
 import hashlib
 import logging
 import math
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,38 +50,80 @@ from engram.errors import DimensionMismatchError, InvalidRequestError, StorageEr
 from engram.records import (
     QueryResult,
     Record,
+    check_ef,
     check_mode,
     check_namespace,
     check_top_k,
     record_builder,
 )
-from engram.store.db import Database
+from engram.store.db import Checkpoint, Database
 from engram.store.filters import compile_filter
 from engram.store.fusion import fuse, keyword_query, with_neighbours
-from engram.store.index import HnswIndex, normalize
+from engram.store.index import HnswIndex, Segments, best_k, exact_search, normalize
 
 log = logging.getLogger(__name__)
 
 _MIN_TOMBSTONES_TO_COMPACT = 64
+_PUBLISH_S = 1.0  # a cycle adds rows at least this long before it publishes them to searches,
+_COPY_SHARE = 0.1  # ... and long enough that copying the last segment is at most this share
+_CYCLES_S = 10.0  # one namespace's turn in the background, before the others get theirs
+_STEP_ROWS = (64, 16_384)  # bounds of the rows one background step adds
+_CALIBRATION_K = 10
+_CALIBRATION_REACH = 1.5  # calibration queries lie this many nearest-neighbour distances out
+_CALIBRATION_NEIGHBOUR_EF = 256  # the beam that finds each sampled vector's nearest neighbour
+_CALIBRATION_GROWTH = 1.25  # indexed rows, relative to the last calibration, that make one due
+_INDEXER_NICE = 10
+_EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+
+_OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    """Close the stores a program left open, so no indexer is inside FAISS when the
+    interpreter shuts down."""
+    for store in list(_OPEN_STORES):
+        store.close()
+
+
+def _never() -> bool:
+    return False
+
+
+def _yield_to_queries() -> None:
+    """Lower this thread's scheduling priority (Linux: per thread), so on a busy machine
+    searches and writes get the cores first and the indexer the time left over."""
+    with contextlib.suppress(AttributeError, OSError):  # elsewhere: at normal priority
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _INDEXER_NICE)
 
 
 class _Space:
-    """In-memory state of one namespace: its index, pending rows and tombstones.
+    """In-memory state of one namespace: its segments, pending rows, tombstones and tuning.
 
     Pending rows live in buffers that grow by doubling; readers take views of
-    the filled part, which later appends never touch.
+    the filled part, which later appends never touch. ``claimed`` is the
+    highest row id in a segment or in one being built: a row deleted at or
+    below it may be in a segment, so it becomes a tombstone.
     """
 
-    def __init__(self, name: str, index: HnswIndex, ids: np.ndarray, vecs: np.ndarray) -> None:
+    def __init__(
+        self, name: str, dim: int, segments: Segments, ids: np.ndarray, vecs: np.ndarray, ef: int
+    ) -> None:
         self.name = name
-        self.index = index
+        self.dim = dim
+        self.segments = segments
+        self.claimed = segments.max_label
         self._ids = ids
         self._vecs = vecs
         self._n = len(ids)
         self.dead: set[int] = set()
         self.dead_selector: Any = None
         self.dead_selector_parts: tuple[Any, ...] = ()
+        self.ef = ef
+        self.recall: float | None = None
+        self.calibrated_rows = 0
         self.dirty = False
+        self.unsaved_rows = 0
         self.saved_at = time.monotonic()
         self.lock = threading.Lock()
 
@@ -143,6 +203,13 @@ class _RowCache:
 class Store:
     """A durable, searchable collection of records in one directory."""
 
+    DB_FILE = "engram.db"
+
+    @classmethod
+    def exists(cls, path: str | Path) -> bool:
+        """Whether ``path`` holds a store, without creating one (reads refuse to invent one)."""
+        return (Path(path).expanduser() / cls.DB_FILE).is_file()
+
     def __init__(
         self,
         path: str | Path,
@@ -157,13 +224,17 @@ class Store:
             (self.path / "index").mkdir(exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create the store directory {self.path}: {exc}") from exc
-        self.db = Database(self.path / "engram.db", self.config.synchronous)
+        self.db = Database(self.path / self.DB_FILE, self.config.synchronous)
         self._spaces: dict[str, _Space] = {}
         self._spaces_lock = threading.Lock()
         self._wake = threading.Event()
         self._maintain_lock = threading.Lock()
         self._rows = _RowCache(self.config.row_cache_rows)
         self._closed = threading.Event()
+        self._close_lock = threading.Lock()
+        self._indexer_running = True
+        self._indexer_closes_db = False
+        self._row_s = 0.0005  # seconds one row takes to index, learnt from every step
         self._dims = self.db.dims()
         self._index_params = {
             "m": self.config.hnsw_m,
@@ -175,6 +246,7 @@ class Store:
             target=self._index_loop, name="engram-indexer", daemon=True
         )
         self._indexer.start()
+        _OPEN_STORES.add(self)
 
     # --- writes --------------------------------------------------------------------------
 
@@ -261,11 +333,11 @@ class Store:
                 in_pending = space.pending_ids == rowid
                 if in_pending.any():
                     space.drop_pending(~in_pending)
-                else:
+                if rowid <= space.claimed:
                     space.dead.add(rowid)
                     space.dead_selector = None
-                    if self._needs_compaction(space):
-                        self._wake.set()
+                    if len(space.dead) % _MIN_TOMBSTONES_TO_COMPACT == 0:
+                        self._wake.set()  # the indexer decides whether a segment is due
         return True
 
     # --- reads ---------------------------------------------------------------------------
@@ -316,16 +388,22 @@ class Store:
         filter: Mapping[str, Any] | None = None,
         namespace: str | None = None,
         include_embedding: bool = False,
+        ef: int | None = None,
     ) -> builtins.list[QueryResult]:
-        """Nearest records by cosine similarity, best first; ``filter`` never cuts recall."""
+        """Nearest records by cosine similarity, best first; ``filter`` never cuts recall.
+
+        ``ef`` is this search's HNSW beam width (wider: better recall, slower);
+        ``None`` takes the namespace's calibrated default.
+        """
         top_k = check_top_k(top_k, self.limits)
+        ef = check_ef(ef, self.limits)
         namespace = check_namespace(namespace, self.limits)
         select = compile_filter(filter, namespace) if filter is not None and filter != {} else None
         if namespace not in self._spaces and not self.db.count(namespace):
             self._query_vector(vector, None)  # a bad vector is refused even here
             return []  # unknown namespace: no state is created for it (queries are untrusted)
         query = self._query_vector(vector, self.dim_of(namespace))
-        scores, ids = self._nearest(namespace, query, top_k, select)
+        scores, ids = self._nearest(namespace, query, top_k, select, ef)
         return self._hydrate(scores, ids, include_embedding)
 
     def _nearest(
@@ -334,12 +412,14 @@ class Store:
         query: np.ndarray,
         k: int,
         select: tuple[str, builtins.list[Any]] | None,
+        ef: int | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Scores and row ids of the ``k`` nearest, only among ``select`` (a compiled filter)."""
         space = self._space(namespace)
+        beam = space.ef if ef is None else ef
         if select is not None:
-            return self._filtered(space, query, k, self.db.filter_ids(*select))
-        return self._unfiltered(space, query, k)
+            return self._filtered(space, query, k, self.db.filter_ids(*select), beam)
+        return self._unfiltered(space, query, k, beam)
 
     def hybrid_search(
         self,
@@ -349,15 +429,18 @@ class Store:
         filter: Mapping[str, Any] | None = None,
         namespace: str | None = None,
         mode: str = "hybrid",
+        ef: int | None = None,
     ) -> builtins.list[QueryResult]:
         """Vector and keyword (BM25, OR semantics) channels fused into one ranking.
 
         ``mode`` picks the channels: ``hybrid`` needs ``text`` and ``vector``,
         ``vector`` only the vector, ``keyword`` only the text. The filter applies
         inside each channel before it is cut to ``search_candidates``, so it
-        never costs recall. Each hit carries every channel's rank and score.
+        never costs recall. Each hit carries every channel's rank and score. ``ef`` is the
+        vector channel's beam width (as in :meth:`search`).
         """
         top_k = check_top_k(top_k, self.limits)
+        ef = check_ef(ef, self.limits)
         namespace = check_namespace(namespace, self.limits)
         mode = check_mode(mode)
         select = compile_filter(filter, namespace) if filter else None
@@ -367,7 +450,7 @@ class Store:
         channels: dict[str, builtins.list[tuple[int, float]]] = {}
         if mode != "keyword":
             query = self._query_vector(vector, self.dim_of(namespace))
-            scores, ids = self._nearest(namespace, query, depth, select)
+            scores, ids = self._nearest(namespace, query, depth, select, ef)
             channels["vector"] = list(zip(ids.tolist(), scores.tolist(), strict=True))
         if mode != "vector":
             if not isinstance(text, str) or not text.strip():
@@ -414,52 +497,51 @@ class Store:
             raise InvalidRequestError("query vector is all zeros")
         return q / np.float32(norm)
 
-    def _snapshot(self, space: _Space) -> tuple[HnswIndex, np.ndarray, np.ndarray, Any]:
+    def _snapshot(self, space: _Space) -> tuple[Segments, np.ndarray, np.ndarray, Any]:
         with space.lock:
-            return space.index, space.pending_ids, space.pending_vecs, space.selector()
+            return space.segments, space.pending_ids, space.pending_vecs, space.selector()
 
     def _unfiltered(
-        self, space: _Space, query: np.ndarray, top_k: int
+        self, space: _Space, query: np.ndarray, top_k: int, ef: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        index, pending_ids, pending_vecs, selector = self._snapshot(space)
+        segments, pending_ids, pending_vecs, selector = self._snapshot(space)
         parts = []
-        if len(index):
-            ef = max(self.config.hnsw_ef_search, top_k)
-            parts.append(index.search(query, top_k, ef, selector))
+        if len(segments):
+            parts.append(segments.search(query, top_k, max(ef, top_k), selector))
         if len(pending_ids):
-            parts.append((pending_vecs @ query, pending_ids))
-        return _best(parts, top_k)
+            parts.append(exact_search(pending_vecs, pending_ids, query, top_k))
+        return best_k(parts, top_k)
 
     def _filtered(
-        self, space: _Space, query: np.ndarray, top_k: int, allowed: np.ndarray
+        self, space: _Space, query: np.ndarray, top_k: int, allowed: np.ndarray, ef: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over the matches when they are few, filtered HNSW when they are many."""
         if len(allowed) == 0:
             return np.empty(0, np.float32), np.empty(0, np.int64)
-        index, pending_ids, pending_vecs, _ = self._snapshot(space)
+        segments, pending_ids, pending_vecs, _ = self._snapshot(space)
         in_pending = np.isin(pending_ids, allowed, assume_unique=True)
-        parts = [(pending_vecs[in_pending] @ query, pending_ids[in_pending])]
-        indexed = allowed[allowed <= index.max_label] if len(index) else allowed[:0]
-        selectivity = len(indexed) / max(len(index), 1)
+        parts = [exact_search(pending_vecs[in_pending], pending_ids[in_pending], query, top_k)]
+        indexed = allowed[allowed <= segments.max_label] if len(segments) else allowed[:0]
+        selectivity = len(indexed) / max(len(segments), 1)
         if (
             len(allowed) <= self.config.exact_search_max_rows
             or selectivity < self.config.filtered_hnsw_min_selectivity
         ):
             if len(indexed):
-                parts.append((index.vectors(indexed) @ query, indexed))
+                parts.append(exact_search(segments.vectors(indexed), indexed, query, top_k))
             # Committed by a concurrent writer after our snapshot: read them from SQLite.
             seen = np.concatenate([indexed, pending_ids[in_pending]])
             late = np.setdiff1d(allowed, seen, assume_unique=True)
             if len(late):
                 late_ids, late_vecs = self.db.vectors(space.name, ids=late)
                 if len(late_ids):
-                    parts.append((normalize(late_vecs) @ query, late_ids))
+                    parts.append(exact_search(normalize(late_vecs), late_ids, query, top_k))
         elif len(indexed):
-            ef = max(self.config.hnsw_ef_search, top_k)
-            ef = min(int(ef / math.sqrt(selectivity)), 1024)
+            beam = max(ef, top_k)
+            beam = min(int(beam / math.sqrt(selectivity)), max(1024, beam))
             selector = faiss.IDSelectorBatch(indexed)
-            parts.append(index.search(query, top_k, ef, selector))
-        return _best(parts, top_k)
+            parts.append(segments.search(query, top_k, beam, selector))
+        return best_k(parts, top_k)
 
     def _hydrate(
         self,
@@ -525,143 +607,372 @@ class Store:
         return {"dim": dim, **self._index_params}
 
     def _load_space(self, name: str, dim: int) -> _Space:
-        index = None
+        parts: builtins.list[HnswIndex] = []
+        tuning = None
         checkpoint = self.db.checkpoint(name)
         if checkpoint is not None:
-            file, _upto, params = checkpoint
+            params = checkpoint.params
             if params.get("dim") != dim or params.get("model") != EMBEDDING_MODEL_ID:
                 raise StorageError(
                     f"the index of namespace {name!r} was built for {params}, but this store is "
                     f"configured for {self._params(dim)}; open it with the same settings"
                 )
-            path = self.path / "index" / file
+            missing = [f for f in checkpoint.files if not (self.path / "index" / f).exists()]
             if params != self._params(dim):
                 log.warning("index parameters of %r changed; rebuilding it", name)
-            elif not path.exists():
-                log.warning("index file %s is missing; rebuilding namespace %r", path, name)
+            elif missing:
+                log.warning("index files %s are missing; rebuilding namespace %r", missing, name)
             else:
-                index = HnswIndex.load(path, params, self.config.hnsw_ef_search)
-        if index is None:
-            index = self._new_index(dim)
-        live = self.db.live_ids(name, upto=index.max_label)
-        dead = set(np.setdiff1d(index.labels, live, assume_unique=True).tolist())
-        ids, vecs = self.db.vectors(name, after_id=index.max_label)
+                ef = self.config.hnsw_ef_search
+                parts = [
+                    HnswIndex.load(self.path / "index" / f, params, ef) for f in checkpoint.files
+                ]
+                tuning = checkpoint.tuning
+        segments = Segments(parts)
+        live = self.db.live_ids(name, upto=segments.max_label)
+        dead = set(np.setdiff1d(segments.labels, live, assume_unique=True).tolist())
+        ids, vecs = self.db.vectors(name, after_id=segments.max_label)
         vecs = normalize(vecs) if len(ids) else np.empty((0, dim), np.float32)
-        space = _Space(name, index, ids, vecs)
+        space = _Space(name, dim, segments, ids, vecs, self.config.hnsw_ef_search)
         space.dead = dead
-        if len(ids) >= self.config.index_batch_rows or self._needs_compaction(space):
+        if tuning is not None and self.config.calibration_recall > 0:
+            space.ef = max(int(tuning["ef"]), self.config.hnsw_ef_search)
+            space.recall = float(tuning["recall"])
+            space.calibrated_rows = int(tuning["rows"])
+        if len(ids) >= self.config.index_batch_rows or dead or self._calibration_due(space, False):
             self._wake.set()
         return space
 
-    def _needs_compaction(self, space: _Space, force: bool = False) -> bool:
-        """Due when tombstones pass the configured share; ``force`` (flush) takes any."""
-        dead = len(space.dead)
-        if force:
-            return dead > 0
-        return (
-            dead >= _MIN_TOMBSTONES_TO_COMPACT
-            and dead > self.config.compact_tombstone_ratio * len(space.index)
-        )
+    # --- the indexer: steps that stop when the store closes ----------------------------
 
     def _index_loop(self) -> None:
-        while not self._closed.is_set():
-            self._wake.wait(timeout=1.0)
-            self._wake.clear()
-            if self._closed.is_set():
-                return
-            try:
+        _yield_to_queries()
+        try:
+            while not self._closed.is_set():
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
                 for space in list(self._spaces.values()):
-                    self._maintain(space, force=False)
-            except Exception:  # the indexer must outlive one bad cycle; SQLite stays the truth
-                log.exception("background indexing failed; will retry")
-                time.sleep(1.0)
+                    if self._closed.is_set():
+                        break
+                    try:
+                        self._maintain(space, force=False)
+                    except Exception:  # the indexer must outlive one bad cycle; SQLite is the truth
+                        log.exception("background indexing of %r failed; will retry", space.name)
+                        self._closed.wait(1.0)
+            with self._maintain_lock:
+                for space in list(self._spaces.values()):
+                    if space.dirty:
+                        self._checkpoint(space)
+        except Exception:
+            log.exception("the last checkpoint failed; the next open resumes from the one before")
+        finally:
+            with self._close_lock:
+                self._indexer_running = False
+                closes_db = self._indexer_closes_db
+            if closes_db:
+                self.db.close()
 
     def _maintain(self, space: _Space, force: bool) -> None:
-        """Index pending rows, compact tombstones and checkpoint, as each is due."""
+        """Compact, index pending rows, calibrate and checkpoint, each when due.
+
+        In the background every step is bounded and the work stops when the store
+        closes; ``force`` (a flush) does everything now, with every core.
+        """
         # In the background, leave a core to writers and queries; a flush may use them all.
         threads = None if force else self.config.index_threads or max(1, (os.cpu_count() or 2) - 1)
+        stop = _never if force else self._closed.is_set
         with self._maintain_lock:
-            if self._needs_compaction(space, force):
-                self._rebuild(space, compact=True, threads=threads)
-            if len(space.pending_ids) and (
-                force or len(space.pending_ids) >= self.config.index_batch_rows
-            ):
-                self._rebuild(space, compact=False, threads=threads)
-            due = time.monotonic() - space.saved_at > self.config.checkpoint_interval_s
-            if space.dirty and (force or due):
+            for segment in self._compactable(space, force):
+                if not self._compact(space, segment, threads, stop):
+                    return
+            pending = len(space.pending_ids)
+            if pending and (force or pending >= self.config.index_batch_rows):
+                turn_ends = time.monotonic() + _CYCLES_S
+                while len(space.pending_ids) and not stop():
+                    if not self._index_cycle(space, threads, force, stop):
+                        break
+                    if self._calibration_due(space, force=False):
+                        self._calibrate(space, threads, stop)
+                    if not force and self._checkpoint_due(space):
+                        self._checkpoint(space)
+                    if not force and time.monotonic() > turn_ends:
+                        self._wake.set()  # more to do once the other namespaces had a turn
+                        break
+            if not stop() and self._calibration_due(space, force):
+                self._calibrate(space, threads, stop)
+            if space.dirty and (force or self._checkpoint_due(space)):
                 self._checkpoint(space)
 
-    def _rebuild(self, space: _Space, compact: bool, threads: int | None) -> None:
-        """Build the next index off to the side and swap it in; searches go on meanwhile."""
-        with space.lock:
-            base, ids, vecs = space.index, space.pending_ids, space.pending_vecs
-            dead = np.fromiter(space.dead, dtype=np.int64)
-        if compact:
-            keep = np.setdiff1d(base.labels, dead)
-            fresh = self._new_index(base.dim)
-            fresh.add(keep, base.vectors(keep), threads)
+    def _step_rows(self, force: bool) -> int:
+        if force:  # a flush need not stop early: whole segments, as FAISS builds fastest
+            return self.config.index_segment_rows
+        low, high = _STEP_ROWS
+        return int(min(high, max(low, self.config.index_step_s / self._row_s)))
+
+    def _index_cycle(
+        self, space: _Space, threads: int | None, force: bool, stop: Callable[[], bool]
+    ) -> int:
+        """Add pending rows to a copy of the last segment (or a new one) and publish it;
+        returns the rows added.
+
+        Rows stay pending, and so searched exactly, until the copy replaces the
+        segment. A cycle ends when the segment is full, nothing is pending, the
+        store closes, or it has run long enough to be worth its copy.
+        """
+        cap = self.config.index_segment_rows
+        segments = space.segments
+        last = segments.parts[-1] if segments.parts else None
+        started = time.monotonic()
+        if last is not None and len(last) < cap:
+            building, position = last.clone(), len(segments.parts) - 1
         else:
-            fresh = base.clone() if len(base) else self._new_index(base.dim)
-        fresh.add(ids, vecs, threads)
-        with self.db.write_lock, space.lock:
-            top = fresh.max_label
-            live = self.db.live_ids(space.name, upto=top)
-            space.index = fresh
-            space.drop_pending(space.pending_ids > top)
-            space.dead = set(np.setdiff1d(fresh.labels, live, assume_unique=True).tolist())
+            building, position = self._new_index(space.dim), len(segments.parts)
+        worth = max(_PUBLISH_S, (time.monotonic() - started) / _COPY_SHARE)
+        before = len(building)
+        while len(building) < cap:
+            with space.lock:
+                ids, vecs = space.pending_ids, space.pending_vecs
+                first = int(
+                    np.searchsorted(ids, max(building.max_label, segments.max_label), "right")
+                )
+                n = min(self._step_rows(force), cap - len(building), len(ids) - first)
+                if n <= 0:
+                    break
+                ids, vecs = ids[first : first + n], vecs[first : first + n]
+                space.claimed = max(space.claimed, int(ids[-1]))
+            step_started = time.monotonic()
+            building.add(ids, vecs, threads)
+            seconds = time.monotonic() - step_started
+            self._row_s = 0.7 * self._row_s + 0.3 * seconds / n
+            if stop() or (not force and time.monotonic() - started >= worth):
+                break
+        added = len(building) - before
+        if added:
+            with space.lock:
+                space.segments = space.segments.replaced(position, building)
+                space.drop_pending(space.pending_ids > building.max_label)
+                space.unsaved_rows += added
+                space.dirty = True
+        return added
+
+    def _compactable(self, space: _Space, force: bool) -> builtins.list[HnswIndex]:
+        """Segments whose tombstones are due to be dropped (any, on ``force``)."""
+        with space.lock:
+            if not space.dead:
+                return []
+            dead = np.sort(np.fromiter(space.dead, dtype=np.int64, count=len(space.dead)))
+            segments = space.segments
+        due = []
+        for segment in segments.parts:
+            labels = segment.labels
+            count = int(
+                np.searchsorted(dead, labels[-1], "right") - np.searchsorted(dead, labels[0])
+            )
+            if (force and count) or (
+                count >= _MIN_TOMBSTONES_TO_COMPACT
+                and count > self.config.compact_tombstone_ratio * len(segment)
+            ):
+                due.append(segment)
+        return due
+
+    def _compact(
+        self, space: _Space, segment: HnswIndex, threads: int | None, stop: Callable[[], bool]
+    ) -> bool:
+        """Rebuild one segment without its tombstones; False if the store closed first."""
+        with space.lock:
+            dead = np.fromiter(space.dead, dtype=np.int64, count=len(space.dead))
+        gone = dead[np.isin(dead, segment.labels, assume_unique=True)]
+        keep = np.setdiff1d(segment.labels, gone, assume_unique=True)
+        fresh = self._new_index(segment.dim)
+        step = self._step_rows(stop is _never)
+        for start in range(0, len(keep), step):
+            if stop():
+                return False
+            rows = keep[start : start + step]
+            fresh.add(rows, segment.vectors(rows), threads)
+        with space.lock:
+            position = next(i for i, p in enumerate(space.segments.parts) if p is segment)
+            space.segments = space.segments.replaced(position, fresh if len(fresh) else None)
+            space.dead.difference_update(gone.tolist())
             space.dead_selector = None
+            space.calibrated_rows = 0  # the graph changed: measure its recall again
             space.dirty = True
+        return True
+
+    # --- calibration of the default beam width ------------------------------------------
+
+    def _calibration_due(self, space: _Space, force: bool) -> bool:
+        """Once enough rows are indexed, and again whenever they grew by a quarter (by a
+        half while a backlog is still being indexed)."""
+        c = self.config
+        live = len(space.segments) - len(space.dead)
+        if c.calibration_recall <= 0 or live < c.calibration_min_rows:
+            return False
+        if space.calibrated_rows == 0:
+            return True
+        caught_up = force or len(space.pending_ids) < c.index_batch_rows
+        growth = _CALIBRATION_GROWTH if caught_up else 2 * _CALIBRATION_GROWTH - 1
+        return live >= growth * space.calibrated_rows
+
+    def _ef_ladder(self) -> builtins.list[int]:
+        floor = self.config.hnsw_ef_search
+        cap = min(self.config.calibration_max_ef, self.limits.max_ef)
+        return [floor, *(ef for ef in _EF_LADDER if floor < ef <= cap)]
+
+    def _calibrate(self, space: _Space, threads: int | None, stop: Callable[[], bool]) -> None:
+        """Set the namespace's default ef to the narrowest beam whose recall@10 reaches the
+        target on queries made from a sample of its own indexed vectors.
+
+        A stored vector is no fair query: its own node in the graph leads the search
+        straight to its neighbours. Each sampled vector is therefore moved, in a random
+        direction, one and a half times as far as its nearest neighbour is from it: a
+        query farther from the records than a fresh one from the same data, so the beam
+        errs on the side of recall (measured on clustered, sentence-embedding and
+        near-uniform sets; queries at the stored vectors themselves overrate recall).
+        """
+        c = self.config
+        with space.lock:
+            segments, selector = space.segments, space.selector()
+            dead = np.sort(np.fromiter(space.dead, dtype=np.int64, count=len(space.dead)))
+        live = np.setdiff1d(segments.labels, dead, assume_unique=True)
+        if len(live) <= _CALIBRATION_K:
+            return
+        rng = np.random.default_rng(len(live))
+        sample = np.sort(rng.choice(live, min(c.calibration_queries, len(live)), replace=False))
+        points = np.ascontiguousarray(segments.vectors(sample))
+        nearest = segments.search_many(points, 2, _CALIBRATION_NEIGHBOUR_EF, selector, threads)
+        neighbour = np.where(nearest[:, 0] == sample, nearest[:, 1], nearest[:, 0])
+        found_one = neighbour >= 0
+        similarity = np.ones(len(sample), np.float32)
+        similarity[found_one] = np.einsum(
+            "ij,ij->i", points[found_one], segments.vectors(neighbour[found_one])
+        )
+        distance = np.sqrt(np.maximum(2.0 - 2.0 * similarity, 0.0))
+        direction = normalize(rng.standard_normal(points.shape).astype(np.float32))
+        queries = normalize(points + (_CALIBRATION_REACH * distance)[:, None] * direction)
+        truth = segments.exact(queries, _CALIBRATION_K, dead, threads, stop)
+        if truth is None:
+            return
+        ef, recall = c.hnsw_ef_search, 0.0
+        for ef in self._ef_ladder():
+            if stop():
+                return
+            found = segments.search_many(queries, _CALIBRATION_K, ef, selector, threads)
+            recall = _recall(truth, found)
+            if recall >= c.calibration_recall:
+                break
+        else:
+            log.warning(
+                "namespace %r reaches recall@10 %.3f at most (ef %d); searches may ask for "
+                "a wider ef",
+                space.name,
+                recall,
+                ef,
+            )
+        with space.lock:
+            space.ef, space.recall, space.calibrated_rows = ef, recall, len(live)
+            space.dirty = True
+        log.info("namespace %r: default ef %d, recall@10 %.3f", space.name, ef, recall)
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def _checkpoint_due(self, space: _Space) -> bool:
+        """Every ``checkpoint_interval_s``, or once the rows indexed since the last one reach
+        ``checkpoint_rows`` and a quarter of the last segment (which a checkpoint rewrites)."""
+        if not space.dirty:
+            return False
+        if time.monotonic() - space.saved_at >= self.config.checkpoint_interval_s:
+            return True
+        last = len(space.segments.parts[-1]) if space.segments.parts else 0
+        return space.unsaved_rows >= max(self.config.checkpoint_rows, last // 4)
 
     def _checkpoint(self, space: _Space) -> None:
+        """Write the segments not on disk yet, then point SQLite at the new set of files."""
         with space.lock:
-            index = space.index
-            space.dirty = False
-        stem = hashlib.sha256(space.name.encode()).hexdigest()[:16]
-        file = f"{stem}-{index.max_label}-{len(index.labels)}.faiss"
-        index.save(self.path / "index" / file)
-        old = self.db.checkpoint(space.name)
-        self.db.set_checkpoint(space.name, file, index.max_label, self._params(index.dim))
-        if old is not None and old[0] != file:
-            (self.path / "index" / old[0]).unlink(missing_ok=True)
+            segments, unsaved = space.segments, space.unsaved_rows
+            space.dirty, space.unsaved_rows = False, 0
+            tuning = None
+            if space.recall is not None:
+                tuning = {
+                    "ef": space.ef,
+                    "recall": round(space.recall, 4),
+                    "rows": space.calibrated_rows,
+                }
+        try:
+            stem = hashlib.sha256(space.name.encode()).hexdigest()[:16]
+            for segment in segments.parts:
+                if segment.file is None:
+                    first, token = int(segment.labels[0]), os.urandom(4).hex()
+                    name = f"{stem}-{first}-{segment.max_label}-{len(segment)}-{token}.faiss"
+                    segment.save(self.path / "index" / name)
+            files = [str(segment.file) for segment in segments.parts]
+            old = self.db.checkpoint(space.name)
+            params = self._params(space.dim)
+            self.db.set_checkpoint(
+                space.name, Checkpoint(files, segments.max_label, params, tuning)
+            )
+        except BaseException:
+            with space.lock:
+                space.dirty, space.unsaved_rows = True, space.unsaved_rows + unsaved
+            raise
+        if old is not None:
+            for file in set(old.files) - set(files):
+                (self.path / "index" / file).unlink(missing_ok=True)
         space.saved_at = time.monotonic()
 
     def _cleanup_index_files(self) -> None:
         """Remove half-written or superseded index files left by a crash."""
-        referenced = {
-            row[0] for row in self.db.reader.execute("SELECT file FROM index_checkpoints")
-        }
+        referenced = self.db.index_files()
         for file in (self.path / "index").iterdir():
             if file.name not in referenced:
                 file.unlink(missing_ok=True)
 
     def flush(self) -> None:
-        """Index everything pending, compact and checkpoint now (e.g. before a benchmark)."""
+        """Index everything pending, compact, calibrate and checkpoint now (e.g. before a
+        benchmark), with every core."""
         for name in self.db.namespaces():
             self._space(name)
         for space in list(self._spaces.values()):
             self._maintain(space, force=True)
 
     def stats(self) -> dict[str, Any]:
+        """Per loaded namespace: rows in HNSW, pending (searched exactly) and deleted but not
+        yet compacted; its segments; its default ef and the recall@10 measured at it."""
         return {
             name: {
-                "indexed": len(space.index),
+                "indexed": len(space.segments),
                 "pending": len(space.pending_ids),
                 "tombstones": len(space.dead),
+                "segments": len(space.segments.parts),
+                "ef": space.ef,
+                "recall": None if space.recall is None else round(space.recall, 3),
             }
             for name, space in list(self._spaces.items())
         }
 
     def close(self) -> None:
-        """Stop the indexer, checkpoint what was indexed, close SQLite. Safe to call twice."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
+        """Stop the indexer, let it checkpoint, close SQLite; returns within ``close_timeout_s``.
+
+        An indexer still busy then finishes its step and checkpoint on its own and
+        closes the database after; rows it never indexed are durable in SQLite and
+        are indexed again on the next open. Safe to call twice.
+        """
+        with self._close_lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+        _OPEN_STORES.discard(self)
         self._wake.set()
-        self._indexer.join()
-        with self._maintain_lock:
-            for space in list(self._spaces.values()):
-                if space.dirty:
-                    self._checkpoint(space)
+        self._indexer.join(self.config.close_timeout_s)
+        with self._close_lock:
+            if self._indexer_running:
+                self._indexer_closes_db = True
+                log.warning(
+                    "the indexer of %s is still busy after %.1f s; it closes the store when done",
+                    self.path,
+                    self.config.close_timeout_s,
+                )
+                return
         self.db.close()
 
     def __enter__(self) -> Store:
@@ -671,17 +982,10 @@ class Store:
         self.close()
 
 
-def _best(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge scored candidates from several sources into the best ``k``, best first."""
-    parts = [p for p in parts if len(p[1])]
-    if not parts:
-        return np.empty(0, np.float32), np.empty(0, np.int64)
-    scores = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-    ids = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
-    valid = ids >= 0
-    scores, ids = scores[valid], ids[valid]
-    if len(ids) > k:
-        top = np.argpartition(-scores, k - 1)[:k]
-        scores, ids = scores[top], ids[top]
-    order = np.argsort(-scores, kind="stable")
-    return scores[order], ids[order]
+def _recall(truth: np.ndarray, found: np.ndarray) -> float:
+    """Mean share of each query's true nearest (rows of ``truth``) that were found."""
+    total = 0.0
+    for true_row, found_row in zip(truth.tolist(), found.tolist(), strict=True):
+        wanted = [i for i in true_row if i >= 0]
+        total += len(set(found_row).intersection(wanted)) / len(wanted) if wanted else 1.0
+    return total / len(truth)

@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 
 from engram.config import ValidatorConfig
+from engram.process import listen
 from engram.validator.api import status_server
 from engram.validator.loop import Validator
 
@@ -22,15 +24,18 @@ __all__ = ["Validator", "serve_validator"]
 log = logging.getLogger("engram.validator")
 
 
-async def _serve(config: ValidatorConfig) -> None:
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+async def _serve(config: ValidatorConfig, sock: socket.socket) -> None:
     validator = Validator(config)
     try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
         server = status_server(validator, config.host, config.port)
-        serving = asyncio.create_task(server.serve(), name="engram-validator-api")
+        serving = asyncio.create_task(server.serve([sock]), name="engram-validator-api")
         task = asyncio.create_task(validator.run(), name="engram-validator")
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({task, stopping, serving}, return_when=asyncio.FIRST_COMPLETED)
@@ -42,15 +47,19 @@ async def _serve(config: ValidatorConfig) -> None:
             await task  # re-raises a crash of the loop itself; a cancel is the normal stop
         log.info("validator stopping")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             asyncio.get_running_loop().remove_signal_handler(sig)
         await validator.close()
         log.info("validator stopped; state closed")
 
 
 def serve_validator(config: ValidatorConfig) -> None:
-    """Run the validator until SIGINT/SIGTERM, then finish cleanly and close its state."""
+    """Run the validator until SIGINT/SIGTERM/SIGHUP, then finish cleanly and close its state.
+
+    The status API's port is taken first, so a taken port fails before anything starts.
+    """
     from engram.server.app import configure_logging  # the server extra: only when serving
 
     configure_logging(config.log_level)
-    asyncio.run(_serve(config))
+    with listen(config.host, config.port) as sock:
+        asyncio.run(_serve(config, sock))

@@ -20,7 +20,7 @@ def create_validator_app(validator: Validator) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "ready": True, "uid": validator.uid, "version": __version__}
+        return validator.health()
 
     @app.get("/api/scores")
     async def scores() -> dict[str, Any]:

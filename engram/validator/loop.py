@@ -1,5 +1,11 @@
 """The validator: score, challenge, repair and set weights, each on its own cadence.
 
+Miners are the announced ones that answer their health probes now (the
+network client's :class:`~engram.network.survey.Liveness`, as clients route).
+While the chain is unreachable the rounds go on over the last metagraph read,
+``/health`` says so, and weights the chain could not take are tried again every
+``chain_retry_s`` until it returns.
+
 Every round is a one-shot coroutine (:meth:`Validator.score_round`,
 :meth:`~Validator.challenge_round`, :meth:`~Validator.repair_round`,
 :meth:`~Validator.set_weights`) so tests and tools can drive it directly;
@@ -26,8 +32,9 @@ from engram.api.exchange import call_node
 from engram.chain import open_chain
 from engram.chain.base import Chain, Metagraph, Neuron
 from engram.chain.keys import identity, open_wallet
+from engram.chain.watch import ChainWatch
 from engram.config import SPEC_VERSION, ClientConfig, NetworkConfig, ValidatorConfig
-from engram.errors import ChainError, EngramError, UnavailableError
+from engram.errors import ChainError, ChainUnavailableError, EngramError, UnavailableError
 from engram.network.client import Network
 from engram.network.routing import REPLICAS, closest
 from engram.security.signing import HotkeyAuth
@@ -70,8 +77,10 @@ class Validator:
         self.chain = chain if chain is not None else open_chain(config.chain)
         self._owns_chain = chain is None
         self.state: ValidatorState | None = None
+        self.watch = ChainWatch(self.chain.url, "still scoring on the last metagraph")
         try:
-            self.uid = self._check_permit(self.chain.metagraph(config.netuid))
+            self._graph = self.chain.metagraph(config.netuid)  # the last one read
+            self.uid = self._check_permit(self._graph)
             self.state = ValidatorState(config.home)
             self.namespace = corpus_namespace(self.hotkey)
             self.corpus = self._load_corpus(self.state)
@@ -96,6 +105,8 @@ class Validator:
                 replicas=REPLICAS,
                 read_deadline_s=config.request_timeout_s,
                 metagraph_ttl_s=1.0,
+                probe_interval_s=config.probe_interval_s,
+                probe_timeout_s=config.probe_timeout_s,
             ),
             http=self.http,
         )
@@ -182,10 +193,22 @@ class Validator:
 
     # --- shared helpers ------------------------------------------------------------------
 
+    async def _metagraph(self) -> Metagraph:
+        """The subnet now; while the chain is unreachable, the last one read (and say so)."""
+        try:
+            graph = await asyncio.to_thread(self.chain.metagraph, self.config.netuid)
+        except EngramError as exc:
+            self.watch.failed(exc)
+            return self._graph
+        self.watch.ok()
+        self._graph = graph
+        return graph
+
     async def _serving(self) -> tuple[Metagraph, list[Neuron], list[Neuron]]:
-        """The metagraph, the serving neurons routing uses, and the miners to measure."""
-        graph = await self.network.metagraph(refresh=True)
-        serving = graph.serving()
+        """The metagraph, the serving miners routing uses (announced, answering their health
+        probes), and the miners to measure (all of them but this validator)."""
+        graph = await self._metagraph()
+        serving = await self.network.liveness.serving(graph.serving())
         return graph, serving, [n for n in serving if n.hotkey != self.hotkey]
 
     def _assignment(self, serving: Sequence[Neuron]) -> dict[str, list[int]]:
@@ -446,11 +469,17 @@ class Validator:
     # --- weights -------------------------------------------------------------------------
 
     async def set_weights(self) -> dict[int, float]:
-        """L1-normalised EMAs of serving miners on chain; uids not serving (or slashed) get 0."""
+        """L1-normalised EMAs of serving miners on chain; uids not serving (or slashed) get 0.
+
+        A :class:`ChainUnavailableError` while the chain is unreachable: nothing is stored
+        and :meth:`run` tries again every ``chain_retry_s``.
+        """
         state = self._state()
         began = time.time()
-        graph = await self.network.metagraph(refresh=True)
-        serving = {n.hotkey for n in graph.serving()}
+        graph = await self._metagraph()
+        if not self.watch.reachable:
+            raise ChainUnavailableError(f"weights wait for the chain: {self.watch.status()}")
+        serving = {n.hotkey for n in await self.network.liveness.serving(graph.serving())}
         previous = state.miners()
         uids: list[int] = []
         raw: list[float] = []
@@ -464,14 +493,19 @@ class Validator:
             uids.append(neuron.uid)
             raw.append(old.ema if counts and old is not None else 0.0)
         weights = normalise(raw)
-        await asyncio.to_thread(
-            self.chain.set_weights,
-            self.config.netuid,
-            self._signer,
-            uids,
-            weights,
-            version_key=SPEC_VERSION,
-        )
+        try:
+            await asyncio.to_thread(
+                self.chain.set_weights,
+                self.config.netuid,
+                self._signer,
+                uids,
+                weights,
+                version_key=SPEC_VERSION,
+            )
+        except ChainUnavailableError as exc:
+            self.watch.failed(exc)
+            raise
+        self.watch.ok()
         by_uid = dict(zip(uids, weights, strict=True))
         state.add_weights(graph.block, by_uid)
         state.set_meta(last_weights_round={"at": began, "block": graph.block, "uids": len(uids)})
@@ -491,18 +525,25 @@ class Validator:
         round_: Callable[[], Awaitable[object]],
         after: asyncio.Event | None = None,
         done: asyncio.Event | None = None,
+        chain_retry_s: float | None = None,
     ) -> None:
         """Run ``round_`` every ``interval_s`` (start to start), the first once ``after`` is set.
 
-        A failing round is logged and retried on the next tick: a flaky chain
-        or network must not stop the validator.
+        A failing round is logged and retried on the next tick (after
+        ``chain_retry_s`` when given and the chain was unreachable): a flaky
+        chain or network must not stop the validator.
         """
         if after is not None:
             await after.wait()
         while True:
             started = time.monotonic()
+            wait_s = interval_s
             try:
                 await round_()
+            except ChainUnavailableError as exc:
+                log.warning("%s round failed: %s", name, exc.message)
+                if chain_retry_s is not None:
+                    wait_s = min(interval_s, chain_retry_s)
             except EngramError as exc:
                 log.warning("%s round failed: %s", name, exc.message)
             except Exception:
@@ -510,7 +551,7 @@ class Validator:
             finally:
                 if done is not None:
                     done.set()
-            await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+            await asyncio.sleep(max(0.0, wait_s - (time.monotonic() - started)))
 
     async def run(self) -> None:
         """Write the corpus, then every cadence on its own timer, until cancelled.
@@ -536,7 +577,13 @@ class Validator:
                 self._every("score", c.score_interval_s, self.score_round, challenged, scored)
             )
             group.create_task(
-                self._every("weights", c.weights_interval_s, self.set_weights, scored)
+                self._every(
+                    "weights",
+                    c.weights_interval_s,
+                    self.set_weights,
+                    scored,
+                    chain_retry_s=c.chain_retry_s,
+                )
             )
 
     # --- reporting and shutdown ----------------------------------------------------------
@@ -547,6 +594,17 @@ class Validator:
         out = self._state().summary()
         out.update(uid=self.uid, netuid=self.config.netuid, chain=self.chain.url)
         return out
+
+    def health(self) -> dict[str, Any]:
+        """What ``/health`` says: ready while it runs, and whether the chain answers (it
+        keeps scoring while it does not)."""
+        return {
+            "status": "ok",
+            "ready": True,
+            "uid": self.uid,
+            "version": __version__,
+            "chain": self.watch.status(),
+        }
 
     def _close_sync(self) -> None:
         if self.state is not None:

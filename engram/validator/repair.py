@@ -1,8 +1,9 @@
 """Replica health and repair (docs/architecture.md, "Routing and replication"): every CID back on the R miners routing names for it.
 
-Routing is recomputed over the *current* serving miners each cycle, so when a
-miner's heartbeat expires its records' replica sets shift to the next closest
-miners, and this is what copies the records there.
+Routing is recomputed over the *current* serving miners each cycle (announced,
+and answering their health probes), so when a miner stops answering its
+records' replica sets shift to the next closest miners, and this is what
+copies the records there.
 
 * Corpus records: a replica is confirmed when it lists the record (a batched
   ``Get``) and the record hashes to its CID, or — if its listing could not be

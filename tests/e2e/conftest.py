@@ -33,7 +33,7 @@ def miner_env(model_home: Path) -> dict[str, str]:
     """The environment of a child process: no stray ``ENGRAM_*`` settings, offline model."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENGRAM_")}
     env.update(
-        ENGRAM_HOME=str(model_home),  # only the model cache; data goes to --home
+        ENGRAM_HOME=str(model_home),  # never the developer's ~/.engram; data goes to --home
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         PYTHONUNBUFFERED="1",
@@ -142,9 +142,55 @@ def start_miner(
     return miner
 
 
+LOCALNET_READY = "Ctrl-C stops everything"  # the last line `engram localnet` prints when ready
+
+
+def localnet_command(home: Path, ports: list[int]) -> list[str]:
+    """``engram localnet`` with one miner over ``home``; ``ports``: miner, gateway, validator."""
+    return [
+        sys.executable,
+        "-m",
+        "engram",
+        "localnet",
+        "--miners",
+        "1",
+        "--home",
+        str(home),
+        "--base-port",
+        str(ports[0]),
+        "--gateway-port",
+        str(ports[1]),
+        "--validator-port",
+        str(ports[2]),
+    ]
+
+
+def start_localnet(home: Path, ports: list[int], model_home: Path) -> subprocess.Popen[str]:
+    """Start ``engram localnet`` (one miner) and return once it says it is ready."""
+    proc = subprocess.Popen(
+        localnet_command(home, ports),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=miner_env(model_home),
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 180
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if LOCALNET_READY in line:
+            return proc
+    proc.kill()
+    raise AssertionError("localnet never got ready:\n" + "".join(lines))
+
+
 @pytest.fixture(scope="session")
 def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's ENGRAM_HOME (as tests/conftest.py sets it): the ONNX export is made once."""
+    """The session's ENGRAM_HOME (as tests/conftest.py sets it) for child processes."""
     path = tmp_path_factory.getbasetemp() / "engram-home"
     path.mkdir(exist_ok=True)
     return path

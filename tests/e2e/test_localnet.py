@@ -218,13 +218,18 @@ def test_sigkilled_miner_loses_nothing_and_is_repaired(
         record = client.get(cid)
         assert record is not None and record.cid == cid
 
-    # The victim's heartbeat expires, routing moves on, the validator repairs.
+    # Its axon stays announced; probes find it silent, routing moves on, the validator repairs.
+    def dashboard_serving() -> dict[str, bool]:
+        neurons = httpx.get(net.gateway_url + "/api/network", timeout=10).json()["neurons"]
+        return {n["hotkey"]: n["serving"] for n in neurons}
+
     _wait(
-        lambda: victim.hotkey not in {n.hotkey for n in chain.metagraph(net.netuid).serving()},
+        lambda: dashboard_serving().get(victim.hotkey) is False,
         30,
         "the killed miner to drop out of routing",
     )
-    survivors = chain.metagraph(net.netuid).serving()
+    assert victim.hotkey in {n.hotkey for n in chain.metagraph(net.netuid).serving()}
+    survivors = [n for n in before if n.hotkey != victim.hotkey]
 
     def repaired() -> bool:
         return all(

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -13,47 +10,9 @@ import pytest
 
 from engram.chain.local import LocalChain
 from tests.conftest import free_port
-from tests.e2e.conftest import miner_env
+from tests.e2e.conftest import start_localnet
 
 pytestmark = pytest.mark.slow
-READY = "Ctrl-C stops everything"
-
-
-def _run_until_ready(home: Path, ports: list[int], model_home: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engram",
-            "localnet",
-            "--miners",
-            "1",
-            "--home",
-            str(home),
-            "--base-port",
-            str(ports[0]),
-            "--gateway-port",
-            str(ports[1]),
-            "--validator-port",
-            str(ports[2]),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=miner_env(model_home),
-    )
-    lines: list[str] = []
-    deadline = time.monotonic() + 180
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        lines.append(line)
-        if READY in line:
-            return proc
-    proc.kill()
-    raise AssertionError("localnet never got ready:\n" + "".join(lines))
 
 
 def test_localnet_stops_on_ctrl_c_and_resumes(tmp_path: Path, model_home: Path) -> None:
@@ -61,7 +20,7 @@ def test_localnet_stops_on_ctrl_c_and_resumes(tmp_path: Path, model_home: Path) 
     ports = [free_port(), free_port(), free_port()]
     gateway = f"http://127.0.0.1:{ports[1]}"
 
-    proc = _run_until_ready(home, ports, model_home)
+    proc = start_localnet(home, ports, model_home)
     try:
         with httpx.Client(timeout=10) as http:
             assert http.get(gateway + "/health").status_code == 200
@@ -79,7 +38,7 @@ def test_localnet_stops_on_ctrl_c_and_resumes(tmp_path: Path, model_home: Path) 
     neurons = [(n.uid, n.hotkey) for n in chain.metagraph(1).neurons]
     chain.close()
 
-    proc = _run_until_ready(home, ports, model_home)
+    proc = start_localnet(home, ports, model_home)
     try:
         with httpx.Client(timeout=10) as http:
             record = http.get(f"{gateway}/retrieve/{cid}")

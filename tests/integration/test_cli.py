@@ -31,7 +31,7 @@ FULL_CID = re.compile(r"^v1::[0-9a-f]{64}$")
 
 @pytest.fixture(scope="module", autouse=True)
 def _warm_embedder(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Load the real model once for the module, with its cache in the session's ENGRAM_HOME."""
+    """Load the real model once for the module (its ONNX export is cached per machine)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ENGRAM_HOME", str(tmp_path_factory.getbasetemp() / "engram-home"))
         get_embedder().encode(["warm up"])
@@ -189,6 +189,17 @@ def test_cli_query_bad_filter_exits_2(runner: CliRunner, home: Path, bad: str) -
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_cli_query_and_search_take_a_beam_width(
+    runner: CliRunner, home: Path, cids: list[str]
+) -> None:
+    query = ["query", "feline resting on a rug", "--ef", "300", "--home", str(home), "--json"]
+    assert json.loads(run(runner, *query).stdout)[0]["cid"] == cids[0]
+    search = ["search", "feline resting", "--mode", "vector", "--ef", "300", "--home", str(home)]
+    assert json.loads(run(runner, *search, "--json").stdout)[0]["cid"] == cids[0]
+    result = run(runner, "query", "cat", "--ef", "0", "--home", str(home), code=1)
+    assert "ef" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_cli_get_shows_the_record(runner: CliRunner, home: Path, cids: list[str]) -> None:
     out = run(runner, "get", cids[1], "--home", str(home)).stdout
     assert cids[1] in out and "384" in out and "finance" in out and "Stock markets" in out
@@ -199,7 +210,7 @@ def test_cli_get_shows_the_record(runner: CliRunner, home: Path, cids: list[str]
     assert record["metadata"] == DOCS[1][1] and record["text"] == DOCS[1][0]
 
 
-def test_cli_get_unknown_exits_1(runner: CliRunner, home: Path) -> None:
+def test_cli_get_unknown_exits_1(runner: CliRunner, home: Path, cids: list[str]) -> None:
     result = run(runner, "get", "v1::" + "0" * 64, "--home", str(home), "--json", code=1)
     assert "not found" in result.stderr and result.stdout == ""
 
@@ -218,14 +229,14 @@ def test_cli_status(runner: CliRunner, home: Path, cids: list[str]) -> None:
     assert stats["mode"] == "embedded" and stats["records"] == len(cids)
 
 
-def test_cli_engram_error_is_one_red_line(runner: CliRunner, home: Path) -> None:
+def test_cli_engram_error_is_one_red_line(runner: CliRunner, home: Path, cids: list[str]) -> None:
     result = run(runner, "query", "cat", "-n", "bad namespace!", "--home", str(home), code=1)
     assert result.stderr.startswith("error: namespace")
     assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_cli_ctrl_c_exits_130_quietly(
-    runner: CliRunner, home: Path, monkeypatch: pytest.MonkeyPatch
+    runner: CliRunner, home: Path, cids: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
@@ -236,7 +247,7 @@ def test_cli_ctrl_c_exits_130_quietly(
 
 
 def test_cli_home_outranks_engram_url(
-    runner: CliRunner, home: Path, monkeypatch: pytest.MonkeyPatch
+    runner: CliRunner, home: Path, cids: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ENGRAM_URL", "http://127.0.0.1:9")
     stats = json.loads(run(runner, "status", "--home", str(home), "--json").stdout)

@@ -279,6 +279,10 @@ CASES: dict[str, Case] = {
     "text-8193": _with(_ingest(text="x" * 8193), status=(400, 413), hints=("8192",)),
     "text-1mib": _with(_ingest(text="x" * MIB), status=(400, 413), hints=("8192",)),
     "query-text-8193": _with(_query(query_text="x" * 8193), status=(400, 413), hints=("8192",)),
+    "query-ef-0": _with(_query(query_vector=VEC, ef=0), hints=("ef",)),
+    "query-ef-huge": _with(_query(query_vector=VEC, ef=10**6), hints=("ef",)),
+    "query-ef-text": _with(_query(query_vector=VEC, ef="wide"), hints=("ef",)),
+    "search-ef-0": Case("POST", "/search", json_body={"query": "hi", "ef": 0}, hints=("ef",)),
     "blank-text": _with(_ingest(text="   "), hints=("text",)),
     "lone-surrogate-text": Case(
         "POST",
@@ -501,6 +505,14 @@ def test_miner_api_rejects_hostile_input_with_a_4xx_that_says_what_to_fix(
         if case.method == "POST" and case.path == "/QuerySynapse":
             assert body.get("results") == [], where
     _still_serving(miner)
+
+
+def test_miner_api_searches_take_a_beam_width(miner: Miner) -> None:
+    body = {"query_vector": VEC, "top_k": 1, "namespace": "vec", "ef": 300}
+    r = miner.http.post("/QuerySynapse", json=body)
+    assert r.status_code == 200 and r.json()["results"][0]["cid"] == miner.vector_cid
+    r = miner.http.post("/search", json={"query": SEED_TEXT, "limit": 1, "ef": 300})
+    assert r.status_code == 200 and r.json()["results"][0]["cid"] == miner.seeded_cid
 
 
 def test_miner_api_batch_reports_hostile_items_one_by_one(miner: Miner) -> None:

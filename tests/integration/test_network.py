@@ -2,8 +2,9 @@
 uvicorn miners on loopback ports, each with an :class:`Axon` so it refuses writes routed
 elsewhere, the network client (``EngramClient.from_network``) and the gateway.
 
-Axons expire only after many minutes here, so a stopped miner stays routed to, as a
-miner that just crashed would be. Everything embeds with the tiny hash embedder.
+Each miner announces its axon once; clients probe the miners (``GET /health``) and
+trust an answer for a probe interval, so a miner that just crashed is still routed
+to within it, and routed around after. Everything embeds with the tiny hash embedder.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ def test_batch_ingest_lands_on_exactly_the_routed_replicas(cluster: Cluster) -> 
         read = client.network_report
         assert isinstance(read, ReadReport)
         assert sorted(read.answered) == sorted(cluster.miners) and read.failed == {}
+        assert client.query(TEXTS[0], top_k=1, ef=200)[0].cid == cids[0]  # a beam per search
     finally:
         client.close()
 
@@ -163,13 +165,19 @@ def test_a_miner_refuses_a_write_routing_sends_elsewhere(cluster: Cluster) -> No
     assert cid not in _held_by(cluster.miners[outsider])
 
 
-def test_a_write_with_two_replicas_down_misses_the_quorum(cluster: Cluster) -> None:
+def test_a_write_with_two_replicas_down_misses_the_quorum(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas crashed since the client last probed them: routed to, they fail the write;
+    a client that probes afresh routes around them, and the next closest miner accepts."""
     text = "a record whose replicas are mostly down"
     cid = generate_cid(HashEmbedder().encode([text])[0], {}, MODEL_VERSION, text)
     routed = cluster.routed(cid)
+    monkeypatch.setenv("ENGRAM_PROBE_INTERVAL_S", "60")
+    client = cluster.client()
+    client.query("every miner answers now", top_k=1)
     for hotkey in routed[1:]:
         cluster.miners[hotkey].stop()
-    client = cluster.client()
     try:
         with pytest.raises(QuorumError):
             client.ingest(text)
@@ -181,6 +189,11 @@ def test_a_write_with_two_replicas_down_misses_the_quorum(cluster: Cluster) -> N
         assert set(report.failed) == set(routed[1:])
     finally:
         client.close()
+    with cluster.client() as fresh:
+        fresh.ingest(text)
+        (report,) = fresh.network_report  # type: ignore[misc]
+        (outsider,) = set(cluster.miners) - set(routed)
+        assert report.ok and sorted(report.acked) == sorted([routed[0], outsider])
 
 
 def _liar_app(claimed_cid: str, embedding: list[float], text: str) -> FastAPI:
@@ -199,8 +212,8 @@ def _liar_app(claimed_cid: str, embedding: list[float], text: str) -> FastAPI:
         return {"results": [hit], "latency_ms": 0.1}
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok"}
+    async def health() -> dict[str, Any]:  # claims to be a ready miner, as a liar would
+        return {"status": "ok", "ready": True, "store": True, "model": True, "version": "0"}
 
     return app
 
@@ -269,10 +282,13 @@ def test_the_gateway_fronts_the_whole_network(cluster: Cluster) -> None:
             assert hits[0].cid == cid
         batch = client.batch_ingest([{"text": t} for t in TEXTS[6:10]])
         assert not batch.failed and all(batch.cids)
+        assert client.search(TEXTS[0], top_k=1, mode="vector", ef=200)[0].cid == cids[0]
     finally:
         client.close()
 
     with httpx.Client(base_url=gateway.url, timeout=10) as http:
+        bad = http.post("/QuerySynapse", json={"query_text": "x", "ef": 0})
+        assert bad.status_code == 400 and "ef" in bad.json()["error"], bad.text
         bad = http.post("/QuerySynapse", json={"query_vector": [0.5] * 7, "top_k": 3})
         assert 400 <= bad.status_code < 500, (bad.status_code, bad.text)
         body = bad.json()

@@ -254,6 +254,21 @@ def test_sdk_query_filters(client: Any) -> None:
         client.query_by_vector(vecs[0], filter={"year": {"$gt": "x"}})
 
 
+def test_sdk_searches_take_a_beam_width(client: Any) -> None:
+    vecs = unit_vectors(40, seed=11)
+    result = client.batch_ingest(
+        [{"embedding": v, "text": f"note {i}"} for i, v in enumerate(vecs)]
+    )
+    assert client.query_by_vector(vecs[3], top_k=1, ef=200)[0].cid == result.cids[3]
+    assert client.query("note 3", top_k=1, ef=64)
+    assert client.search("note 3", top_k=2, ef=32)
+    for bad in (0, 10**6):
+        with pytest.raises(InvalidRequestError, match="ef"):
+            client.query_by_vector(vecs[0], ef=bad)
+        with pytest.raises(InvalidRequestError, match="ef"):
+            client.search("note", ef=bad)
+
+
 def test_sdk_namespaces(harness: Harness) -> None:
     client = harness.client(namespace="notes")
     assert client.namespace == "notes"

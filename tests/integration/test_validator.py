@@ -1,11 +1,11 @@
 """The validator against real miners: uvicorn servers on loopback ports, a real LocalChain file,
 a real state database and real wallets.
 
-Each test gets four fresh miners on a fresh chain whose axons expire after
-about two seconds; a heartbeat thread keeps re-announcing the live ones, so
-a miner taken out of the heartbeat drops out of ``Metagraph.serving()`` as a
-killed miner would. The miners embed with the tiny hash embedder: the
-validator only sends raw vectors.
+Each test gets four fresh miners on a fresh chain, each announced once, as
+miners are. The validator probes them (``GET /health``) and trusts an answer
+for ``PROBE_INTERVAL_S``, so a stopped miner drops out of what it measures and
+repairs within that, with no announcement involved. The miners embed with the
+tiny hash embedder: the validator only sends raw vectors.
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 from bittensor.sp_core import Keypair
+from fastapi import FastAPI, HTTPException
 
+from engram._version import __version__
+from engram.chain.base import Neuron
 from engram.chain.keys import identity, new_wallet
 from engram.chain.local import LocalChain
 from engram.config import ChainParams, MinerConfig, NetworkConfig, ValidatorConfig
@@ -44,8 +47,8 @@ T = TypeVar("T")
 NETUID = 1
 MIN_STAKE = 1_000.0
 BLOCK_TIME_S = 0.2
-AXON_TTL_BLOCKS = 10  # an axon not re-announced for ~2 s stops being served
-HEARTBEAT_S = 0.25
+PROBE_INTERVAL_S = 0.6  # within it the validator sees a miner stop answering /health
+PROBE_TIMEOUT_S = 0.3
 REQUEST_TIMEOUT_S = 1.0
 
 
@@ -99,9 +102,7 @@ class Cluster:
     chain: LocalChain
     miners: list[MinerHandle]
     validator_hotkey: str
-    beating: set[str] = field(default_factory=set)
     auth: httpx.Auth | None = None  # signs as the validator
-    _stop: threading.Event = field(default_factory=threading.Event)
 
     def config(self, **overrides: Any) -> ValidatorConfig:
         base = ValidatorConfig(
@@ -116,41 +117,31 @@ class Cluster:
             audits_per_miner=2,
             request_timeout_s=REQUEST_TIMEOUT_S,
             challenge_deadline_s=REQUEST_TIMEOUT_S,
+            probe_interval_s=PROBE_INTERVAL_S,
+            probe_timeout_s=PROBE_TIMEOUT_S,
         )
         return replace(base, **overrides)
-
-    def announce(self) -> None:
-        for m in self.miners:
-            if m.hotkey in self.beating:
-                self.chain.serve_axon(NETUID, m.signer, "127.0.0.1", m.port)
-
-    def heartbeat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            self.announce()
 
     def uid(self, miner: MinerHandle) -> int:
         neuron = self.chain.metagraph(NETUID).by_hotkey(miner.hotkey)
         assert neuron is not None
         return neuron.uid
 
-    def serving(self) -> list[Any]:
-        return self.chain.metagraph(NETUID).serving()
+    def serving(self) -> list[Neuron]:
+        """The announced miners whose server still runs: what the validator routes over."""
+        alive = {m.hotkey for m in self.miners if m.thread.is_alive()}
+        return [n for n in self.chain.metagraph(NETUID).serving() if n.hotkey in alive]
 
     def kill(self, miner: MinerHandle) -> None:
-        """Stop the server and its heartbeat; wait until the chain no longer routes to it."""
-        self.beating.discard(miner.hotkey)
+        """Stop the server (its axon stays announced); once the validator's last answer from
+        it is a probe interval old, the validator sees it gone."""
         miner.stop()
-        deadline = time.monotonic() + 10
-        while any(n.hotkey == miner.hotkey for n in self.serving()):
-            assert time.monotonic() < deadline, "the dead miner's axon never expired"
-            time.sleep(0.1)
+        time.sleep(PROBE_INTERVAL_S)
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    params = ChainParams(
-        block_time_s=BLOCK_TIME_S, axon_ttl_blocks=AXON_TTL_BLOCKS, min_validator_stake=MIN_STAKE
-    )
+    params = ChainParams(block_time_s=BLOCK_TIME_S, min_validator_stake=MIN_STAKE)
     chain = LocalChain.create(tmp_path / "chain.sqlite", NETUID, params)
     wallet, _ = new_wallet("validator/default", tmp_path / "wallets")
     me = identity(wallet)
@@ -160,16 +151,13 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         signer = Keypair.create_from_uri(f"//miner-{i}")
         chain.register(NETUID, signer, coldkey=f"miner-coldkey-{i}")
         miners.append(_start_miner(tmp_path / f"miner{i}", signer))
-    c = Cluster(tmp_path, chain, miners, me.hotkey, beating={m.hotkey for m in miners})
+    for m in miners:  # once, as miners announce
+        chain.serve_axon(NETUID, m.signer, "127.0.0.1", m.port)
+    c = Cluster(tmp_path, chain, miners, me.hotkey)
     c.auth = HotkeyAuth(wallet)  # the validator's corpus namespace is private to its hotkey
-    c.announce()
-    beat = threading.Thread(target=c.heartbeat, name="heartbeat", daemon=True)
-    beat.start()
     try:
         yield c
     finally:
-        c._stop.set()
-        beat.join(5)
         for m in miners:
             if m.thread.is_alive():
                 m.stop()
@@ -228,12 +216,11 @@ def test_honest_miners_score_full_recall_and_pass_every_challenge(cluster: Clust
     run(body())
 
 
-def test_a_dead_or_hung_miner_fails_alone_within_one_deadline(cluster: Cluster) -> None:
+def test_a_dead_or_hung_miner_is_not_measured_and_gets_no_weight(cluster: Cluster) -> None:
     black_hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # accepts, never answers
     black_hole.bind(("127.0.0.1", 0))
     black_hole.listen(64)
     hung = Keypair.create_from_uri("//miner-hung")
-    hung_hotkey = hung.ss58_address
     cluster.chain.register(NETUID, hung, coldkey="hung-coldkey")
 
     async def body() -> None:
@@ -241,18 +228,73 @@ def test_a_dead_or_hung_miner_fails_alone_within_one_deadline(cluster: Cluster) 
             await v.write_corpus()
             await v.challenge_round()
             dead = cluster.miners[0]
-            dead.stop()  # still announced: routing keeps sending to it
-            cluster.chain.serve_axon(NETUID, hung, "127.0.0.1", black_hole.getsockname()[1])
-            graph = cluster.chain.metagraph(NETUID)
-            hung_uid = graph.by_hotkey(hung_hotkey).uid  # type: ignore[union-attr]
             dead_uid = cluster.uid(dead)
+            cluster.kill(dead)  # still announced: only its silence says it is gone
+            cluster.chain.serve_axon(NETUID, hung, "127.0.0.1", black_hole.getsockname()[1])
+            hung_uid = cluster.chain.metagraph(NETUID).by_hotkey(hung.ss58_address).uid  # type: ignore[union-attr]
+            await v.repair_round()  # the dead miner's records onto the next closest
+
+            started = time.monotonic()
+            scores = await v.score_round()
+            elapsed = time.monotonic() - started
+            assert elapsed < PROBE_TIMEOUT_S + 1.0, f"the round took {elapsed:.2f}s"
+            assert dead_uid not in scores and hung_uid not in scores
+            for m in cluster.miners[1:]:
+                assert scores[cluster.uid(m)].recall >= 0.95
+                assert scores[cluster.uid(m)].score > 0.9
+
+            proofs = await v.challenge_round()
+            assert set(proofs) == {cluster.uid(m) for m in cluster.miners[1:]}
+            assert all(passed == issued >= 5 for passed, issued in proofs.values())
+
+            weights = await v.set_weights()
+            assert weights[dead_uid] == 0.0 and weights[hung_uid] == 0.0
+            assert all(weights[cluster.uid(m)] > 0 for m in cluster.miners[1:])
+
+    try:
+        run(body())
+    finally:
+        black_hole.close()
+
+
+def _hollow_app(release: threading.Event) -> FastAPI:
+    """A 'miner' that says it is ready on /health and answers nothing else (until released)."""
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "ready": True, "store": True, "model": True, "version": __version__}
+
+    @app.api_route("/{path:path}", methods=["GET", "POST"])
+    async def hang(path: str) -> None:
+        while not release.is_set():
+            await asyncio.sleep(0.05)
+        raise HTTPException(503, "released")
+
+    return app
+
+
+def test_a_miner_that_answers_only_health_fails_alone_within_one_deadline(
+    cluster: Cluster,
+) -> None:
+    release = threading.Event()
+    hollow = cluster.miners[0]
+
+    async def body() -> None:
+        async with Validator(cluster.config()) as v:
+            await v.write_corpus()
+            await v.challenge_round()
+            uid = cluster.uid(hollow)
+            hollow.stop()  # its port now answers /health and nothing else
+            cluster.miners[0] = replace(
+                hollow, http=serve_in_thread(_hollow_app(release), hollow.port, "hollow")
+            )
 
             started = time.monotonic()
             scores = await v.score_round()
             elapsed = time.monotonic() - started
             assert elapsed < REQUEST_TIMEOUT_S + 1.0, f"the round took {elapsed:.2f}s"
-            assert scores[dead_uid].recall == 0 and scores[hung_uid].recall == 0
-            assert scores[dead_uid].latency_ms >= 500 and scores[hung_uid].latency_ms >= 500
+            assert scores[uid].recall == 0 and scores[uid].latency_ms >= 500
             for m in cluster.miners[1:]:
                 assert scores[cluster.uid(m)].recall >= 0.95
                 assert scores[cluster.uid(m)].score > 0.9
@@ -260,27 +302,26 @@ def test_a_dead_or_hung_miner_fails_alone_within_one_deadline(cluster: Cluster) 
             started = time.monotonic()
             proofs = await v.challenge_round()
             assert time.monotonic() - started < REQUEST_TIMEOUT_S + 1.0
-            assert proofs[dead_uid] == (0, 7)  # 5 HMAC + 2 audits, all failed
-            assert proofs[hung_uid] == (0, 2)  # never given a record: audits only
+            assert proofs[uid] == (0, 7)  # 5 HMAC + 2 audits, all failed
             for m in cluster.miners[1:]:
                 passed, issued = proofs[cluster.uid(m)]
                 assert passed == issued >= 5
-            state = v._state().miners()[dead_uid]
+            state = v._state().miners()[uid]
             assert (state.proof_passed, state.proof_issued) == (7, 14)  # half: not slashed yet
             assert state.ema > 0
             await v.challenge_round()
             states = v._state().miners()
-            assert (states[dead_uid].proof_passed, states[dead_uid].proof_issued) == (7, 21)
-            assert states[dead_uid].ema == 0.0  # below half after ≥ 5 challenges: slashed
+            assert (states[uid].proof_passed, states[uid].proof_issued) == (7, 21)
+            assert states[uid].ema == 0.0  # below half after ≥ 5 challenges: slashed
             assert states[cluster.uid(cluster.miners[1])].ema > 0
 
             weights = await v.set_weights()
-            assert weights[dead_uid] == 0.0 and weights[hung_uid] == 0.0
+            assert weights[uid] == 0.0
 
     try:
         run(body())
     finally:
-        black_hole.close()
+        release.set()
 
 
 def test_set_weights_lands_on_the_chain(cluster: Cluster) -> None:

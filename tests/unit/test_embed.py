@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from engram import embed
+from engram.config import model_cache_dir
 from engram.embed import DIM, MODEL_ID, Embedder, MiniLMEmbedder, get_embedder
 from engram.errors import EmbedderUnavailableError
 
@@ -50,10 +51,7 @@ def _varied_sentences(n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """ENGRAM_HOME for the module-scoped models, which load before conftest's per-test one.
-
-    Same directory as conftest's, so the session exports the ONNX graph once.
-    """
+    """ENGRAM_HOME for the module-scoped models, which load before conftest's per-test one."""
     path = tmp_path_factory.getbasetemp() / "engram-home"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ENGRAM_HOME", str(path))
@@ -156,12 +154,11 @@ def test_embed_backends_agree(
     assert np.min(cos) >= 1 - 1e-5
 
 
-def test_embed_onnx_cache_is_reused(
-    onnx_embedder: MiniLMEmbedder, home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ENGRAM_HOME", str(home))
-    (cached,) = (home / "models").glob("all-MiniLM-L6-v2-onnx-*/model.onnx")
-    assert not list((home / "models").glob(".tmp-*")), "temp export dir left behind"
+def test_embed_onnx_cache_is_reused(onnx_embedder: MiniLMEmbedder) -> None:
+    """The graph is exported once per machine, into the user's cache, whatever ENGRAM_HOME is."""
+    cached = embed._onnx_cache_dir(embed.model_dir()) / "model.onnx"
+    assert cached.parent.parent == model_cache_dir() and cached.is_file()
+    assert not list(model_cache_dir().glob(".tmp-*")), "temp export dir left behind"
     before = cached.stat().st_mtime_ns
     again = MiniLMEmbedder("onnx")
     assert cached.stat().st_mtime_ns == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Sequence
 
 import pytest
 
@@ -13,7 +14,6 @@ from engram.network.routing import REPLICAS, RouteCheck, closest, key_id, node_i
 from tests.conftest import unit_vectors
 
 BLOCK = 1_000
-TTL = 10
 
 
 def _sha(s: str) -> int:
@@ -35,7 +35,7 @@ def _neuron(uid: int, hotkey: str | None = None, *, axon_block: int | None = BLO
 
 
 def _metagraph(neurons: list[Neuron]) -> Metagraph:
-    return Metagraph(netuid=1, block=BLOCK, neurons=tuple(neurons), tempo=360, axon_ttl_blocks=TTL)
+    return Metagraph(netuid=1, block=BLOCK, neurons=tuple(neurons), tempo=360)
 
 
 def _cids(n: int) -> list[str]:
@@ -111,27 +111,38 @@ def test_routecheck_refuses_an_unregistered_hotkey() -> None:
     assert not any(check.accepts(cid) for cid in CIDS)
 
 
-def test_routecheck_still_accepts_when_a_closer_miner_stopped_serving() -> None:
-    # The CID's replicas over all announced miners are a, b, c; then b's axon expires.
+def test_an_axon_announced_long_ago_is_still_routed_to() -> None:
+    # Miners announce once: the age of an announcement says nothing about serving.
+    ancient = [_neuron(n.uid, n.hotkey, axon_block=0) for n in MINERS]
+    assert _metagraph(ancient).serving() == ancient
+
+
+def test_routecheck_accepts_a_cid_whose_closer_miners_do_not_answer() -> None:
+    # The CID's replicas are a, b, c; b stops answering, so clients route to a, c, fourth.
     cid = CIDS[0]
-    a, b, c = closest(cid, MINERS, 3)
-    fourth = closest(cid, MINERS)[3]
-    expired = _neuron(b.uid, b.hotkey, axon_block=BLOCK - TTL - 1)
-    graph = _metagraph([expired if n.uid == b.uid else n for n in MINERS])
-    assert b.hotkey not in {n.hotkey for n in graph.serving()}
-    for holder in (a, c, fourth):  # serving routing names a, c, fourth; announced names a, b, c
-        check = RouteCheck(holder.hotkey)
+    ranked = closest(cid, MINERS)
+    a, b, c, fourth, fifth = ranked[:5]
+    asked: list[list[str]] = []
+
+    def answering(miners: Sequence[Neuron]) -> set[str]:
+        asked.append(sorted(n.hotkey for n in miners))
+        return {n.hotkey for n in miners} - {b.hotkey}
+
+    graph = _metagraph(MINERS)
+    for holder in (a, b, c, fourth):
+        check = RouteCheck(holder.hotkey, answering=answering)
         check.update(graph)
         assert check.accepts(cid), holder.hotkey
-    # b is still among the closest of all announced miners, so it still accepts too.
-    stale = RouteCheck(b.hotkey)
-    stale.update(graph)
-    assert stale.accepts(cid)
-    # A miner in neither group refuses.
-    fifth = closest(cid, MINERS)[4]
-    outsider = RouteCheck(fifth.hotkey)
+    # Only the miner past the R closest asked which of the closer ones answer.
+    assert asked == [sorted([a.hotkey, b.hotkey, c.hotkey])]
+    # One silent miner makes room for one more, not two.
+    outsider = RouteCheck(fifth.hotkey, answering=answering)
     outsider.update(graph)
     assert not outsider.accepts(cid)
+    # Without a view of who answers, only the R closest accept.
+    blind = RouteCheck(fourth.hotkey)
+    blind.update(graph)
+    assert not blind.accepts(cid)
 
 
 def test_routecheck_ignores_neurons_that_never_announced() -> None:

@@ -37,6 +37,11 @@ def _fill(
     return store.put(records)
 
 
+def _counts(store: Store, namespace: str = "default") -> dict[str, int]:
+    stats = store.stats()[namespace]
+    return {key: stats[key] for key in ("indexed", "pending", "tombstones")}
+
+
 def _exact_top(
     vecs: np.ndarray, q: np.ndarray, k: int, mask: np.ndarray | None = None
 ) -> list[int]:
@@ -94,7 +99,7 @@ def test_store_indexes_in_background_and_reopens(tmp_path: Path) -> None:
     with Store(tmp_path, SMALL) as store:
         cids = _fill(store, vecs)
         store.flush()
-        assert store.stats()["default"] == {"indexed": 1000, "pending": 0, "tombstones": 0}
+        assert _counts(store) == {"indexed": 1000, "pending": 0, "tombstones": 0}
     assert list((tmp_path / "index").glob("*.faiss"))
     with Store(tmp_path, SMALL) as store:
         hits = store.search(vecs[42], top_k=1)
@@ -129,7 +134,7 @@ def test_store_compacts_tombstones(tmp_path: Path) -> None:
         for cid in cids[:200]:
             store.delete(cid)
         store.flush()
-        assert store.stats()["default"] == {"indexed": 300, "pending": 0, "tombstones": 0}
+        assert _counts(store) == {"indexed": 300, "pending": 0, "tombstones": 0}
         for q in vecs[200:220]:
             assert store.search(q, top_k=1)[0].score == pytest.approx(1.0, abs=1e-5)
 
