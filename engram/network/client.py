@@ -366,10 +366,26 @@ class Network:
         return outcomes
 
     async def delete(self, cid: str, namespace: str | None) -> ReadReport:
-        """Delete from every miner that holds it (replicas and any repaired copy)."""
-        report, answers = await self._scatter(await self.miners(), Delete(cid, namespace))
+        """Delete from every miner that holds it (replicas and any repaired copy), retried as
+        a write is. A delete is acknowledged only once every serving replica of the CID has
+        deleted it (or never held it): one that did not answer would serve it again."""
+        miners = await self.miners()
+        report, answers = await self._scatter(
+            miners, Delete(cid, namespace), self.config.write_timeout_s, self._write
+        )
         _raise_refusal(answers)
         if any(not isinstance(a, BaseException) for a in answers.values()):
+            missed = [
+                n.hotkey
+                for n in closest(cid, miners, self.config.replicas)
+                if n.hotkey in report.failed
+            ]
+            if missed:
+                raise UnavailableError(
+                    f"{cid} was deleted on {len(report.answered)} miners, but replicas "
+                    f"{', '.join(missed)} did not confirm ({report.failed[missed[0]]}): send "
+                    "the delete again (a miner that already deleted it answers 404)"
+                )
             return report
         if report.failed:
             _raise_client_error(answers)
@@ -411,13 +427,18 @@ class Network:
         )
 
     async def _scatter(
-        self, miners: Sequence[Neuron], call: Any, deadline_s: float | None = None
+        self,
+        miners: Sequence[Neuron],
+        call: Any,
+        deadline_s: float | None = None,
+        config: ClientConfig | None = None,
     ) -> tuple[ReadReport, dict[str, Any]]:
-        """Send ``call`` to ``miners`` at once; answers (or exceptions) by hotkey."""
+        """Send ``call`` to ``miners`` at once (as reads, unless ``config`` says otherwise);
+        answers (or exceptions) by hotkey."""
         deadline = deadline_s or self.config.read_deadline_s
 
         async def one(n: Neuron) -> Any:
-            return await self._call(n, call, self._read, deadline)
+            return await self._call(n, call, config or self._read, deadline)
 
         results = await asyncio.gather(*(one(n) for n in miners), return_exceptions=True)
         answers = {n.hotkey: r for n, r in zip(miners, results, strict=True)}

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from engram.chain.local import LocalChain
 from engram.cid import generate_cid
 from engram.config import MODEL_VERSION, ChainParams, GatewayConfig, MinerConfig
-from engram.errors import DimensionMismatchError, QuorumError
+from engram.errors import DimensionMismatchError, NotFoundError, QuorumError, UnavailableError
 from engram.gateway.app import create_gateway_app
 from engram.miner.app import create_miner_app
 from engram.miner.axon import Axon
@@ -194,6 +194,29 @@ def test_a_write_with_two_replicas_down_misses_the_quorum(
         (report,) = fresh.network_report  # type: ignore[misc]
         (outsider,) = set(cluster.miners) - set(routed)
         assert report.ok and sorted(report.acked) == sorted([routed[0], outsider])
+
+
+def test_a_delete_a_replica_missed_is_not_acknowledged(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica that cannot confirm a delete would serve the record again: the delete is
+    refused with a 503 naming it, and sent again once routing has moved past it."""
+    monkeypatch.setenv("ENGRAM_PROBE_INTERVAL_S", "60")
+    writer = Keypair.create_from_uri("//network-deleter")  # only its writer deletes a record
+    client = cluster.client(keypair=writer)
+    try:
+        cid = client.ingest("a record deleted while one of its replicas is down")
+        missing = cluster.routed(cid)[1]
+        cluster.miners[missing].stop()
+        with pytest.raises(UnavailableError, match="send the delete again") as refused:
+            client.delete(cid)
+        assert missing in str(refused.value)
+    finally:
+        client.close()
+    with cluster.client(keypair=writer) as fresh:  # it probes afresh: the stopped one is not routed
+        with pytest.raises(NotFoundError):  # every miner it reaches has deleted it
+            fresh.delete(cid)
+        assert fresh.get(cid) is None
 
 
 def _liar_app(claimed_cid: str, embedding: list[float], text: str) -> FastAPI:
