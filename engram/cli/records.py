@@ -340,7 +340,7 @@ def status(
         bool,
         typer.Option(
             "--live",
-            help="a subnet instead: its metagraph and each serving miner's health, stats and "
+            help="a subnet instead: its metagraph and each announced miner's health, stats and "
             "latency",
         ),
     ] = False,
@@ -382,7 +382,8 @@ def _live_status(chain: str | None, netuid: int | None, json_output: bool) -> No
         return
     table = Table(
         title=f"{escape(report['chain'])} · subnet {report['netuid']} · block {report['block']} · "
-        f"{report['serving']} of {report['neurons']} serving, {report['ready']} ready",
+        f"{report['announced']} of {report['neurons']} announced, {report['ready']} serving "
+        "(answered the probe)",
         title_justify="left",
         caption="hotkeys are shortened; --json prints them in full",
         caption_justify="left",

@@ -228,14 +228,14 @@ class LiveStatus:
 
     def to_dict(self) -> dict[str, Any]:
         graph = self.metagraph
-        serving = {n.uid for n in graph.serving()}
+        announced = {n.uid for n in graph.serving()}
         return {
             "chain": self.chain,
             "netuid": graph.netuid,
             "block": graph.block,
             "neurons": len(graph.neurons),
-            "serving": len(serving),
-            "ready": sum(p.ready for p in self.probes.values()),
+            "announced": len(announced),  # with an axon on chain
+            "ready": sum(p.ready for p in self.probes.values()),  # serving: answered the probe
             "miners": [
                 {
                     "uid": n.uid,
@@ -246,7 +246,7 @@ class LiveStatus:
                     "incentive": n.incentive,
                     "emission": n.emission,
                     "axon": n.axon_url,
-                    "serving": n.uid in serving,
+                    "announced": n.uid in announced,
                     "probe": self.probes[n.uid].to_dict() if n.uid in self.probes else None,
                 }
                 for n in graph.neurons
@@ -255,7 +255,7 @@ class LiveStatus:
 
 
 def live_status(chain: Chain, netuid: int, timeout_s: float) -> LiveStatus:
-    """Read the subnet and probe each serving miner (blocking)."""
+    """Read the subnet and probe each miner with an announced axon (blocking)."""
     graph = chain.metagraph(netuid)
     probes = asyncio.run(probe_miners(graph.serving(), timeout_s))
     return LiveStatus(chain.url, graph, {p.neuron.uid: p for p in probes})

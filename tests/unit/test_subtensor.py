@@ -526,7 +526,7 @@ def test_status_live_against_bittensor(
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert (report["chain"], report["netuid"], report["block"]) == ("test", 450, 10_000)
-    assert (report["neurons"], report["serving"], report["ready"]) == (4, 3, 2)
+    assert (report["neurons"], report["announced"], report["ready"]) == (4, 3, 2)
     by_uid = {m["uid"]: m for m in report["miners"]}
     assert by_uid[0]["probe"] is None and by_uid[0]["validator_permit"]
     for uid, records in ((1, 1), (2, 0)):
@@ -538,7 +538,7 @@ def test_status_live_against_bittensor(
 
     table = cli.invoke(app, args)
     assert table.exit_code == 0, table.output
-    assert "test · subnet 450" in table.output and "3 of 4 serving, 2 ready" in table.output
+    assert "test · subnet 450" in table.output and "3 of 4 announced, 2 serving" in table.output
     assert table.output.count(" ok ") == 2
 
     assert cli.invoke(app, [*args, "--url", miners[0].url]).exit_code == 2
@@ -562,7 +562,7 @@ def test_status_live_against_a_localnet(
     result = cli.invoke(app, ["status", "--live", "--chain", f"local:{path}", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert (report["netuid"], report["serving"], report["ready"]) == (1, 3, 2)
+    assert (report["netuid"], report["announced"], report["ready"]) == (1, 3, 2)
     assert sorted(m["probe"]["stats"]["records"] for m in report["miners"][:2]) == [0, 1]
 
 
