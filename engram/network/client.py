@@ -79,7 +79,7 @@ from engram.records import (
     record_builder,
 )
 from engram.security.access import Caller, Permission, SignedRequest
-from engram.security.signing import Signer, signer_hotkey
+from engram.security.signing import Signer, hotkey_signer, signer_hotkey
 
 T = TypeVar("T")
 log = logging.getLogger("engram.network")
@@ -168,7 +168,8 @@ class Network:
         signer: Signer | None = None,
     ) -> None:
         self.chain = chain
-        self.signer = signer  # signs every request, bound to each miner's hotkey
+        # signs every request, bound to each miner's hotkey
+        self.signer = hotkey_signer(signer) if signer is not None else None
         self.config = config or NetworkConfig(chain=chain.url)
         self._embedder = embedder
         self._http = http or httpx.AsyncClient(
