@@ -18,6 +18,7 @@ from engram.api.calls import Incoming, Route
 from engram.api.keys import KEY_CALLS, KeyCall
 from engram.errors import EngramError, ForbiddenError, UnauthorizedError
 from engram.network.node import NetworkNode
+from engram.security.access import OPERATOR
 from engram.security.apikeys import ApiKeys
 from engram.security.ratelimit import Budget
 from engram.server.app import json_body_doc, parse_body
@@ -32,7 +33,7 @@ def _owner_of(node: NetworkNode) -> Callable[[str], str | None]:
 
     def owner_of(namespace: str) -> str | None:
         try:
-            owner = node.describe_namespace(namespace).get("owner")
+            owner = node.describe_namespace(namespace, OPERATOR).get("owner")  # as itself
         except (UnauthorizedError, ForbiddenError):
             return None
         return owner if isinstance(owner, str) else None

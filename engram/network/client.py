@@ -94,10 +94,11 @@ relayed: ContextVar[SignedRequest | None] = ContextVar("engram_relayed", default
 each checks the signer (see :meth:`Network._call`); set it with :func:`acting_for`."""
 
 
-anonymous: ContextVar[bool] = ContextVar("engram_anonymous", default=False)
-"""The current operation is a gateway's for a caller with neither signature nor API key: what
-this client signs for it says ``on_behalf=anonymous``, so miners judge it as anonymous and
-charge it to the gateway's hotkey; set it with :func:`acting_for`."""
+anonymous: ContextVar[bool | None] = ContextVar("engram_anonymous", default=None)
+"""Whether the current operation is for a caller with neither signature nor API key: what this
+client signs for it says ``on_behalf=anonymous``, so miners judge it as anonymous and charge it
+to this client's hotkey. Set with :func:`acting_for`; unset, the client's own default holds
+(a gateway's: anonymous, whatever reaches its network without a caller)."""
 
 
 async def acting_for(caller: Caller, work: Awaitable[T]) -> T:
@@ -166,8 +167,11 @@ class Network:
         embedder: Embedder | None = None,
         http: httpx.AsyncClient | None = None,
         signer: Signer | None = None,
+        serves_others: bool = False,
     ) -> None:
         self.chain = chain
+        # a gateway: a call made for no one in particular is made for an anonymous caller
+        self.serves_others = serves_others
         # signs every request, bound to each miner's hotkey
         self.signer = hotkey_signer(signer) if signer is not None else None
         self.config = config or NetworkConfig(chain=chain.url)
@@ -395,6 +399,11 @@ class Network:
 
     # --- reads -----------------------------------------------------------------------------
 
+    def _nobody(self) -> bool:
+        """The current operation is an anonymous caller's (see :data:`anonymous`)."""
+        nobody = anonymous.get()
+        return self.serves_others if nobody is None else nobody
+
     async def _call(
         self, miner: Neuron, call: Call[T], config: ClientConfig, deadline_s: float | None = None
     ) -> T:
@@ -413,7 +422,7 @@ class Network:
         if isinstance(call, Relayed):
             signer, config = None, self._relay
             headers.update(call.signed.headers)
-        elif signer is not None and anonymous.get():
+        elif signer is not None and self._nobody():
             query = {ON_BEHALF_PARAM: "anonymous"}
         return await call_node(
             self._http,

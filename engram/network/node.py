@@ -64,7 +64,9 @@ class NetworkNode:
         self, config: NetworkConfig, embedder: Embedder | None, signer: Signer | None
     ) -> Network:
         # Made on our loop, so its HTTP pool binds to it.
-        return Network(self.chain, config, embedder=embedder, signer=signer)
+        return Network(
+            self.chain, config, embedder=embedder, signer=signer, serves_others=self.served
+        )
 
     def run(self, coro: Coroutine[Any, Any, T], caller: Caller | None = None) -> T:
         """Run a coroutine of :attr:`network` on the node's loop and wait for it, acting for
