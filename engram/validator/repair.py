@@ -184,8 +184,11 @@ class Repairer:
         health: list[ReplicaHealth] = []
         copies: dict[str, list[Record]] = {}
         seen: set[tuple[str, str]] = {(c, h) for h, cids in listed.items() for c in cids}
+        # A miner that answered its last probe but not this listing has gone since: routing
+        # moves past it, so its records belong on the next closest now.
+        reachable = [n for n in serving if n.hotkey not in report.unreachable]
         for record in corpus.records:
-            expected = [n.hotkey for n in closest(record.cid, serving, self.replicas)]
+            expected = [n.hotkey for n in closest(record.cid, reachable, self.replicas)]
             passed = last_passes.get(record.cid, set())
             # A listing is the fresher word; a miner that could not be listed keeps its last pass.
             confirmed = [
@@ -315,7 +318,8 @@ class Repairer:
         report = RepairReport()
         health, held = await self.corpus(corpus, serving, last_passes, report)
         namespace = corpus.records[0].namespace if len(corpus) else ""
-        await self.foreign(serving, namespace, report)
+        reachable = [n for n in serving if n.hotkey not in report.unreachable]
+        await self.foreign(reachable, namespace, report)
         return RepairResult(report, health, held)
 
 

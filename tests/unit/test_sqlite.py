@@ -24,7 +24,7 @@ from engram.chain.local import LocalChain
 from engram.config import SPEC_VERSION, ChainParams
 from engram.errors import ChainUnavailableError, InvalidRequestError, StorageError
 from engram.records import Record
-from engram.store.db import Database
+from engram.store.db import Checkpoint, Database
 from engram.validator.state import MinerState, ValidatorState
 
 STORE_MIGRATIONS = [
@@ -35,6 +35,7 @@ STORE_MIGRATIONS = [
     "m005_stemmed_text",
     "m006_memory_states_and_list_items",
     "m007_namespace_dims",
+    "m008_index_segments",
 ]
 
 
@@ -375,7 +376,7 @@ def test_a_schema_1_store_is_upgraded_without_loss(tmp_path: Path) -> None:
     try:
         assert db.count() == 3
         assert db.namespaces() == {"default": 2, "notes": 1}
-        assert db.checkpoint("default") == ("default.faiss", 2, {"m": 16})
+        assert db.checkpoint("default") == Checkpoint(["default.faiss"], 2, {"m": 16})
         assert db.keyword_ids("default", "first", 5)[0][0] == 1
         assert db.writer("default", "v1::aa") == (True, None)  # older records: no writer
         fields = db.reader.execute(
@@ -406,6 +407,8 @@ def test_a_store_of_the_previous_code_keeps_its_records(tmp_path: Path, version:
         "DROP TABLE memory_states",
         "DROP TRIGGER record_fields_list_items",
         "DROP TABLE namespace_dims",
+        "ALTER TABLE index_checkpoints DROP COLUMN files",
+        "ALTER TABLE index_checkpoints DROP COLUMN tuning",
     )
     if version == 2:  # what schema 2 did not have yet
         _execute(
