@@ -71,6 +71,7 @@ class KeyedClients:
         self.namespace = namespace
         self.mcp_url = mcp_url
         self._clients: OrderedDict[str, AsyncEngramClient] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _client(self, key: str) -> AsyncEngramClient:
         client = self._clients.pop(key, None)
@@ -79,7 +80,9 @@ class KeyedClients:
         self._clients[key] = client  # the most recently used last
         while len(self._clients) > MCP_MAX_KEYED_CLIENTS:
             _, old = self._clients.popitem(last=False)
-            asyncio.get_running_loop().create_task(old.close())
+            closing = asyncio.get_running_loop().create_task(old.close())
+            self._closing.add(closing)  # held until done: the loop keeps only weak references
+            closing.add_done_callback(self._closing.discard)
         return client
 
     async def verify_token(self, token: str) -> AccessToken | None:
@@ -87,7 +90,9 @@ class KeyedClients:
         try:
             key = await self._client(token).keys.current()
         except EngramError:
-            self._clients.pop(token, None)
+            refused = self._clients.pop(token, None)
+            if refused is not None:
+                await refused.close()
             return None
         return AccessToken(
             token=token, client_id=key.id, scopes=list(key.scopes), resource=self.mcp_url
