@@ -6,8 +6,8 @@ records' replica sets shift to the next closest miners, and this is what
 copies the records there.
 
 * Corpus records: a replica is confirmed when it lists the record (a batched
-  ``Get``) and the record hashes to its CID, or — if its listing could not be
-  read — when it passed its last HMAC challenge on it. HEALTHY (all expected
+  ``Get``) and the record hashes to its CID; a miner whose listing cannot be
+  read this cycle is no expected replica. HEALTHY (all expected
   replicas confirmed), DEGRADED (some), LOST (none). The validator holds a
   verified copy of every corpus record and stores it on each expected
   replica that lacks it.
@@ -160,7 +160,6 @@ class Repairer:
         self,
         corpus: Corpus,
         serving: Sequence[Neuron],
-        last_passes: Mapping[str, set[str]],
         report: RepairReport,
     ) -> tuple[list[ReplicaHealth], set[tuple[str, str]]]:
         namespace = corpus.records[0].namespace if len(corpus) else ""
@@ -189,11 +188,7 @@ class Repairer:
         reachable = [n for n in serving if n.hotkey not in report.unreachable]
         for record in corpus.records:
             expected = [n.hotkey for n in closest(record.cid, reachable, self.replicas)]
-            passed = last_passes.get(record.cid, set())
-            # A listing is the fresher word; a miner that could not be listed keeps its last pass.
-            confirmed = [
-                h for h in expected if (record.cid in listed[h] if h in listed else h in passed)
-            ]
+            confirmed = [h for h in expected if record.cid in listed[h]]
             n = len(confirmed)
             status = _status(n, len(expected))
             setattr(report, status, getattr(report, status) + 1)
@@ -311,12 +306,10 @@ class Repairer:
         report.foreign_repaired += len(acked)
         report.failed += failed
 
-    async def run(
-        self, corpus: Corpus, serving: Sequence[Neuron], last_passes: Mapping[str, set[str]]
-    ) -> RepairResult:
+    async def run(self, corpus: Corpus, serving: Sequence[Neuron]) -> RepairResult:
         """One cycle over the current serving miners."""
         report = RepairReport()
-        health, held = await self.corpus(corpus, serving, last_passes, report)
+        health, held = await self.corpus(corpus, serving, report)
         namespace = corpus.records[0].namespace if len(corpus) else ""
         reachable = [n for n in serving if n.hotkey not in report.unreachable]
         await self.foreign(reachable, namespace, report)

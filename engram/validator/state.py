@@ -380,28 +380,6 @@ class ValidatorState:
         )
         return int(row[0]), int(row[1])
 
-    def last_hmac_passes(self, cids: Iterable[str]) -> dict[str, set[str]]:
-        """CID → hotkeys whose latest HMAC challenge on it passed (a confirmed replica)."""
-        wanted = list(cids)
-
-        def query(conn: sqlite3.Connection) -> dict[str, set[str]]:
-            out: dict[str, set[str]] = {}
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for cid, hotkey, passed in conn.execute(
-                    "SELECT c.cid, c.hotkey, c.passed FROM challenges c JOIN ("
-                    "  SELECT cid, hotkey, max(id) AS id FROM challenges"
-                    f"  WHERE kind='hmac' AND cid IN ({marks}) GROUP BY cid, hotkey"
-                    ") last ON last.id = c.id",
-                    chunk,
-                ):
-                    if passed:
-                        out.setdefault(cid, set()).add(hotkey)
-            return out
-
-        return self._read(query)
-
     def challenges(self, uid: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The newest challenges first, JSON-ready (the dashboard's table)."""
         where, args = ("WHERE uid=?", (uid, limit)) if uid is not None else ("", (limit,))
