@@ -36,13 +36,15 @@ def _show(key: KeyInfo) -> None:
     )
 
 
-def _secret(key: KeySecret, json_output: bool) -> None:
+def _print(key: KeyInfo, json_output: bool) -> None:
+    """One key; a new secret (make, rotate) below it, once, with a word on keeping it."""
     if json_output:
         print_json(key.model_dump())
         return
     _show(key)
-    stdout().print(key.api_key, soft_wrap=True, highlight=False)
-    stderr().print("Keep this key secret: it is shown once (rotate or revoke it by its id).")
+    if isinstance(key, KeySecret):
+        stdout().print(key.api_key, soft_wrap=True, highlight=False)
+        stderr().print("Keep this key secret: it is shown once (rotate or revoke it by its id).")
 
 
 @app.command("create")
@@ -58,7 +60,7 @@ def create(
     """Make a key over namespaces your wallet owns (grant the gateway's hotkey first)."""
     with cli_errors(), open_client(_connection(url, wallet, wallet_path)) as client:
         key = client.keys.create(namespaces, scope, label)
-    _secret(key, json_output)
+    _print(key, json_output)
 
 
 @app.command("list")
@@ -92,7 +94,7 @@ def rotate(
     """A new secret for a key; the old one is refused from the next request on."""
     with cli_errors(), open_client(_connection(url, wallet, wallet_path)) as client:
         key = client.keys.rotate(key_id)
-    _secret(key, json_output)
+    _print(key, json_output)
 
 
 @app.command("revoke")
@@ -106,7 +108,4 @@ def revoke(
     """Refuse a key from the next request on."""
     with cli_errors(), open_client(_connection(url, wallet, wallet_path)) as client:
         key = client.keys.revoke(key_id)
-    if json_output:
-        print_json(key.model_dump())
-        return
-    _show(key)
+    _print(key, json_output)
