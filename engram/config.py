@@ -196,6 +196,13 @@ class StoreConfig:
         default=0.05,
         metadata={"help": "filters matching less than this share of a namespace search exactly"},
     )
+    deletion_retention_s: float = field(
+        default=30 * 86_400.0,
+        metadata={
+            "help": "how long a deleted record's tombstone is kept and handed to replicas that "
+            "missed the delete; a replica down for longer may serve the record again"
+        },
+    )
     compact_tombstone_ratio: float = field(
         default=0.2, metadata={"help": "deleted share of an index that triggers compaction"}
     )

@@ -21,21 +21,23 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from engram.api.exchange import HttpRequest, to_json
 from engram.api.node import Lifecycle, Node, Stored
 from engram.api.wire import (
+    ApplyDeletionsResponse,
     BatchIngestRequest,
     BatchIngestResponse,
     CountResponse,
     DeleteRequest,
     DeleteResponse,
+    DeletionsResponse,
     GatewayBatchIngestResponse,
     GatewayIngestResponse,
     GrantRequest,
@@ -72,6 +74,7 @@ from engram.proofs import Challenge, ChallengeResponse, InclusionProof
 from engram.records import IngestItem, QueryResult, Record, check_ef, check_mode
 from engram.security.access import Caller, Permission, SignedRequest
 from engram.security.ratelimit import Budget
+from engram.store.db import Deletion
 
 T = TypeVar("T")
 _SERVER_LIMITS = Limits()  # what a node accepts unless it was configured otherwise
@@ -614,6 +617,29 @@ class Delete(Call[None]):
         self.local(node, caller)
         return {"cid": self.cid, "deleted": True}
 
+    @classmethod
+    def from_signed(cls, signed: SignedRequest) -> Delete:
+        """The delete a signed request asked for (a kept proof); a 400 for any other request,
+        and for one that carries a namespace key (a secret, never kept or shown)."""
+        for route in cls.routes:
+            pattern = re.escape(route.path).replace(re.escape("{cid}"), "(?P<cid>[^/]+)")
+            found = re.fullmatch(pattern, signed.path)
+            if found is not None and route.method == signed.method:
+                break
+        else:
+            raise InvalidRequestError(f"{signed.method} {signed.path} is no delete")
+        given = parse_qs(urlsplit(signed.target).query).get("namespace")
+        namespace = given[-1] if given else None
+        if signed.body:
+            try:
+                body = DeleteRequest.model_validate_json(signed.body)
+            except ValidationError as exc:
+                raise InvalidRequestError(f"the delete's body is not valid: {exc}") from None
+            if body.namespace_key is not None:
+                raise InvalidRequestError("a delete that carries a namespace key proves nothing")
+            namespace = namespace or body.namespace
+        return cls(unquote(found["cid"]), namespace)
+
 
 @dataclass(frozen=True)
 class ListRecords(Call[list[Record]]):
@@ -1013,6 +1039,35 @@ def store_records(records: Sequence[Record]) -> IngestMany:
             for r in records
         ]
     )
+
+
+@dataclass(frozen=True)
+class DeletionsCall(Call[list[Deletion]]):
+    """A page of the tombstones a miner kept, with their proofs (asked by validators)."""
+
+    after: int
+    limit: int
+
+    def request(self) -> HttpRequest:
+        return HttpRequest("GET", "/deletions", {"after": self.after, "limit": self.limit})
+
+    def parse(self, body: Any) -> list[Deletion]:
+        page = DeletionsResponse.model_validate(body)
+        return [Deletion(**d.model_dump()) for d in page.deletions]
+
+
+@dataclass(frozen=True)
+class ApplyDeletionsCall(Call[list[str]]):
+    """Deletions other replicas kept, for a miner to apply where their proofs hold."""
+
+    deletions: Sequence[Deletion]
+
+    def request(self) -> HttpRequest:
+        doc = {"deletions": [asdict(d) for d in self.deletions]}
+        return HttpRequest("POST", "/deletions", body=to_json(doc))
+
+    def parse(self, body: Any) -> list[str]:
+        return ApplyDeletionsResponse.model_validate(body).outcomes
 
 
 @dataclass(frozen=True)

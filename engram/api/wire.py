@@ -193,6 +193,30 @@ class DeleteResponse(_Wire):
     deleted: bool
 
 
+class DeletionWire(_Wire):
+    """A deleted record's tombstone as one replica kept it: ``proof`` is the signed delete
+    request (JSON, see ``SignedRequest.to_json``) that any other replica can check."""
+
+    seq: int = 0
+    namespace: str = Field(max_length=1024)
+    cid: str = Field(max_length=256)
+    deleted_at: float = Field(allow_inf_nan=False)
+    proof: str = Field(max_length=65_536)
+
+
+class DeletionsResponse(_Wire):
+    deletions: list[DeletionWire]
+    next: int  # the ``after`` of the next page
+
+
+class ApplyDeletionsRequest(_Wire):
+    deletions: list[DeletionWire] = Field(max_length=1_000)
+
+
+class ApplyDeletionsResponse(_Wire):
+    outcomes: list[str]  # per deletion: deleted, absent, newer, or "refused: why"
+
+
 class CommitmentResponse(_Wire):
     root: str
     count: int

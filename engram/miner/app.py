@@ -13,16 +13,20 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import asdict
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from prometheus_client import Gauge
 
 from engram._version import __version__
 from engram.api.wire import (
+    ApplyDeletionsRequest,
+    ApplyDeletionsResponse,
     ChallengeAnswer,
     ChallengeRequest,
     CommitmentResponse,
+    DeletionsResponse,
     InclusionProofOut,
 )
 from engram.cid import parse_cid
@@ -46,6 +50,7 @@ from engram.server.auditlog import AuditLog
 from engram.server.gate import Gate
 from engram.server.routes import NodeRoutes
 from engram.store import Store
+from engram.store.db import Deletion
 
 log = logging.getLogger("engram.miner")
 
@@ -167,6 +172,30 @@ def create_miner_app(
     async def inventory(index: int, request: Request) -> dict[str, Any]:
         root, proof = await routes.run(request, node(request).prove_at, index)
         return {**proof.to_dict(), "root": root}
+
+    @app.get("/deletions", response_model=DeletionsResponse)
+    async def deletions(
+        request: Request,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1)] = 1_000,
+    ) -> dict[str, Any]:
+        """Tombstones this miner kept, with the signed requests that prove them (validators
+        hand them to replicas that missed the delete)."""
+        caller = await routes.caller(request, Budget.QUERY)
+        page = await routes.run(request, node(request).deletions, after, limit, caller)
+        return {"deletions": [asdict(d) for d in page], "next": page[-1].seq if page else after}
+
+    @app.post(
+        "/deletions",
+        response_model=ApplyDeletionsResponse,
+        openapi_extra=json_body_doc(ApplyDeletionsRequest),
+    )
+    async def apply_deletions(request: Request) -> dict[str, Any]:
+        """Deletions other replicas kept: each applied here if its proof holds."""
+        body = await parse_body(request, ApplyDeletionsRequest)
+        await routes.caller(request, Budget.INGEST, cost=max(1, len(body.deletions)))
+        given = [Deletion(**d.model_dump()) for d in body.deletions]
+        return {"outcomes": await routes.run(request, node(request).apply_deletions, given)}
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

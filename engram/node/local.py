@@ -9,6 +9,7 @@ embedded store, or the hotkey its SDK signs with).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -19,10 +20,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engram._version import __version__
+from engram.api.calls import Delete
 from engram.api.node import LIFECYCLE_ACTIONS, IngestOutcome, Lifecycle, Node, Stored
 from engram.config import Limits, StoreConfig, engram_home
 from engram.embed import Embedder, get_embedder
-from engram.errors import EngramError, InvalidRequestError, NotAReplicaError, NotFoundError
+from engram.errors import (
+    ConflictError,
+    EngramError,
+    ForbiddenError,
+    InvalidRequestError,
+    NotAReplicaError,
+    NotFoundError,
+)
 from engram.memory import decay
 from engram.network.routing import RouteCheck
 from engram.proofs import Challenge, ChallengeResponse, InclusionProof, MerkleTree, respond
@@ -35,8 +44,10 @@ from engram.records import (
     check_text,
     prepare_records,
 )
-from engram.security.access import OPERATOR, Caller, NamespaceAccess, Permission
+from engram.security.access import OPERATOR, Caller, NamespaceAccess, Permission, SignedRequest
+from engram.security.signing import proven_caller
 from engram.store import Store
+from engram.store.db import Deletion
 
 _LATENCY_WINDOW = 10_000
 
@@ -143,11 +154,26 @@ class LocalNode:
             except EngramError as exc:
                 refused[ns] = exc
         outcome = [(refused[p.namespace] or p) if isinstance(p, Record) else p for p in prepared]
+        if who.validator:  # a validator's copies repair replicas: they never undo a delete
+            outcome = self._not_deleted(outcome)
         records = [p for p in outcome if isinstance(p, Record)]
         cids = iter(self.store.put(records, writer=who.hotkey))
         if records:
             self._tree = None
         return [Stored(next(cids)) if isinstance(p, Record) else p for p in outcome]
+
+    def _not_deleted(self, outcome: Sequence[Record | EngramError]) -> list[Record | EngramError]:
+        keys = {(p.namespace, p.cid) for p in outcome if isinstance(p, Record)}
+        deleted = self.store.db.deleted(keys)
+        return [
+            ConflictError(
+                f"{p.cid} was deleted from namespace {p.namespace}: a validator's copy does "
+                "not bring it back (a write by its writer or owner does)"
+            )
+            if isinstance(p, Record) and (p.namespace, p.cid) in deleted
+            else p
+            for p in outcome
+        ]
 
     def ingest(
         self, items: Sequence[IngestItem], caller: Caller | None = None
@@ -155,12 +181,57 @@ class LocalNode:
         return self.commit(self.prepare(items), caller)
 
     def delete(self, cid: str, namespace: str | None, caller: Caller | None = None) -> None:
-        """Delete a record, or raise :class:`NotFoundError` naming where it was looked for."""
+        """Delete a record, or raise :class:`NotFoundError` naming where it was looked for.
+
+        A signed delete's request is kept with the tombstone: the proof that shows
+        replicas that missed the delete (down at the time) that its signer asked for it.
+        """
+        who = caller or self.caller
         ns = check_namespace(namespace, self.store.limits)
-        self.access.admit_delete(caller or self.caller, ns, cid)
-        if not self.store.delete(cid, ns):
+        self.access.admit_delete(who, ns, cid)
+        proof, deleted_at = None, None
+        if who.signed and who.signed_request is not None:
+            with contextlib.suppress(EngramError):  # kept only if it proves this very delete
+                if Delete.from_signed(who.signed_request) == Delete(cid, namespace):
+                    _, deleted_at = proven_caller(who.signed_request)
+                    proof = who.signed_request.to_json()
+        if not self.store.delete(cid, ns, deleted_at=deleted_at, proof=proof):
             raise NotFoundError(f"no record {cid} in namespace {ns}")
         self._tree = None
+
+    def deletions(self, after: int, limit: int, caller: Caller | None = None) -> list[Deletion]:
+        """The tombstones this node kept with a proof, for a validator to hand to replicas
+        that missed them. Validators only: they name private namespaces (never contents)."""
+        who = caller or self.caller
+        if not (who.validator or who.operator):
+            raise ForbiddenError("a node's deletions are read by validators only")
+        return self.store.db.deletions(after, max(1, min(limit, self.store.limits.max_list_limit)))
+
+    def apply_deletions(self, deletions: Sequence[Deletion]) -> list[str]:
+        """Apply deletions other replicas kept, each judged as its signed request would have
+        been here: ``deleted``; ``absent`` (no copy here); ``newer`` (the copy here was written
+        after the delete, so it stays); or ``refused: why`` (the proof does not hold)."""
+        return [self._apply_deletion(d) for d in deletions]
+
+    def _apply_deletion(self, deletion: Deletion) -> str:
+        try:
+            signed = SignedRequest.from_json(deletion.proof or "")
+            asked = Delete.from_signed(signed)
+            ns = check_namespace(asked.namespace, self.store.limits)
+            if (asked.cid, ns) != (deletion.cid, deletion.namespace):
+                raise InvalidRequestError(f"its proof deletes {asked.cid} in {ns}")
+            signer, deleted_at = proven_caller(signed)
+            self.access.admit_delete(signer, ns, asked.cid)
+        except NotFoundError:
+            return "absent"
+        except EngramError as exc:
+            return f"refused: {exc.message}"
+        if not self.store.delete(
+            asked.cid, ns, deleted_at=deleted_at, proof=deletion.proof, written_before=deleted_at
+        ):
+            return "newer"
+        self._tree = None
+        return "deleted"
 
     # --- reads ---------------------------------------------------------------------------
 

@@ -19,8 +19,10 @@ signatures are the scheme to use; the key exists so those clients keep working.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import os
 import struct
 import threading
@@ -63,6 +65,35 @@ class SignedRequest:
     def path(self) -> str:
         return self.target.split("?", 1)[0]
 
+    def to_json(self) -> str:
+        """The request as JSON text: what a node keeps as the proof of a delete."""
+        doc = {
+            "method": self.method,
+            "target": self.target,
+            "body": base64.b64encode(self.body).decode("ascii"),
+            "headers": dict(self.headers),
+        }
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SignedRequest:
+        """The inverse of :meth:`to_json`; a 400 for anything else."""
+        try:
+            doc = json.loads(text)
+            headers = doc["headers"]
+            if not isinstance(headers, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+            ):
+                raise TypeError("headers must map strings to strings")
+            return cls(
+                str(doc["method"]),
+                str(doc["target"]),
+                base64.b64decode(doc["body"], validate=True),
+                headers,
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidRequestError(f"not a signed request: {exc}") from None
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -72,7 +103,7 @@ class Caller:
     validator: bool = False  # holds a validator permit on the subnet
     operator: bool = False  # the process that owns the files (embedded use, with no wallet)
     namespace_key: str | None = None  # a legacy shared secret sent with the request
-    signed_request: SignedRequest | None = None  # on a gateway: the request, to relay as is
+    signed_request: SignedRequest | None = None  # as signed: relayed, or a delete's proof
     api_key: ApiKey | None = None  # on a gateway: the bearer key it acts for (under its hotkey)
     paid_by: str | None = None  # the gateway hotkey that signed an anonymous caller's request
 

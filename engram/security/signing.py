@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Generator, Mapping
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from bittensor import http_auth
 from bittensor.signing import resolve_signer
 
+from engram.config import ON_BEHALF_PARAM
 from engram.errors import InvalidRequestError, UnauthorizedError
-from engram.security.access import ANONYMOUS, Caller
+from engram.security.access import ANONYMOUS, Caller, SignedRequest
 
 Signer = Any  # a bittensor Wallet, a sp_core Keypair, or anything bittensor.resolve_signer takes
 _SIGNATURE_HEADER = http_auth.HEADER_SIGNATURE.lower()
@@ -74,6 +76,41 @@ class HotkeyAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         sign_request(request, self.signer, self.receiver)
         yield request
+
+
+def as_sent(caller: Caller, target: str) -> Caller:
+    """A request a gateway signed with ``on_behalf=anonymous`` in its (signed) query is an
+    unsigned user's: judged as anonymous, and paid for by the gateway."""
+    if caller.signed and "anonymous" in parse_qs(urlsplit(target).query).get(ON_BEHALF_PARAM, []):
+        return Caller(paid_by=caller.hotkey)
+    return caller
+
+
+def proven_caller(signed: SignedRequest) -> tuple[Caller, float]:
+    """Who signed ``signed`` and when (seconds since the epoch), however long ago.
+
+    A delete's signed request is kept as the proof that its signer asked for it and shown
+    to replicas that missed it, so its age and the replay window do not apply here; the
+    signature over method, target and body does. Its receiver binding is not checked
+    either: the owner asked one replica, and the request proves the same to all of them.
+    """
+    lowered = {k.lower(): v for k, v in signed.headers.items()}
+    try:
+        nonce = int(lowered.get(http_auth.HEADER_NONCE.lower(), ""))
+        verified = http_auth.verify(
+            signed.headers,
+            signed.body,
+            method=signed.method,
+            path=signed.target,
+            self_hotkey_ss58=lowered.get(http_auth.HEADER_RECEIVER.lower(), ""),
+            max_age=1.0,
+            require_receiver=False,
+            nonce_store=http_auth.InMemoryNonceStore(retention=4.0),
+            now_ns=nonce,
+        )
+    except (ValueError, http_auth.AuthError) as exc:
+        raise UnauthorizedError(f"the proof's signature is rejected: {exc}") from None
+    return as_sent(Caller(hotkey=verified.hotkey_ss58), signed.target), nonce / 1e9
 
 
 class Verifier:

@@ -13,12 +13,12 @@ from collections.abc import Callable, Collection
 
 from fastapi import Request
 
-from engram.config import ON_BEHALF_PARAM, SecurityConfig
+from engram.config import SecurityConfig
 from engram.errors import InvalidRequestError, UnauthorizedError
 from engram.security.access import Caller
 from engram.security.apikeys import ApiKeys
 from engram.security.ratelimit import Budget, RateLimiter
-from engram.security.signing import Verifier
+from engram.security.signing import Verifier, as_sent
 
 
 def request_target(request: Request) -> str:
@@ -66,8 +66,8 @@ class Gate:
                     "hotkey instead"
                 )
             caller = Caller(api_key=self.keys.resolve(bearer))
-        elif caller.signed and request.query_params.get(ON_BEHALF_PARAM) == "anonymous":
-            caller = Caller(paid_by=caller.hotkey)
+        else:
+            caller = as_sent(caller, request_target(request))
         if caller.hotkey is None and caller.api_key is None and self.require_signatures:
             raise UnauthorizedError(
                 "this node accepts signed requests only: sign with a hotkey "

@@ -118,7 +118,8 @@ class NodeRoutes:
         a ``namespace_key`` (body, or the header a gateway relays it in) and, on an unsigned
         request, a namespace signature."""
         caller = await self.gate.admit(request, budget, cost)
-        if self.replicated and caller.signed:  # a gateway: the miners check the signer too
+        if caller.signed:  # a gateway relays it (the miners check the signer too); a node
+            # keeps a delete's as the proof for replicas that missed it
             signed = SignedRequest(
                 request.method,
                 request_target(request),

@@ -8,10 +8,11 @@ after its transaction commits, which is what survives ``kill -9``.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,23 @@ def m008_index_segments(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE index_checkpoints ADD COLUMN {column} TEXT")
 
 
+@_MIGRATIONS
+def m009_deletions(conn: sqlite3.Connection) -> None:
+    """Deleted records' tombstones, with the signed request that proves who asked, so a replica
+    that missed a delete can be told of it later (``seq`` orders them for readers)."""
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS deletions (
+            seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+            namespace  TEXT NOT NULL,
+            cid        TEXT NOT NULL,
+            deleted_at REAL NOT NULL,
+            proof      TEXT
+        )"""
+    )
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS deletions_record ON deletions(namespace, cid)")
+    conn.execute("CREATE INDEX IF NOT EXISTS deletions_age ON deletions(deleted_at)")
+
+
 _RECORD_COLUMNS = "id, cid, embedding, metadata, text, namespace, model_version"
 
 
@@ -225,6 +243,18 @@ class Checkpoint:
     upto: int
     params: dict[str, Any]
     tuning: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """A record's tombstone: when it was deleted (the signer's clock, when signed) and the
+    signed request that asked for it (JSON, ``None`` when it was not signed)."""
+
+    seq: int
+    namespace: str
+    cid: str
+    deleted_at: float
+    proof: str | None = None
 
 
 class Database:
@@ -302,6 +332,10 @@ class Database:
                 for r in fresh
             ],
         )
+        conn.executemany(  # written again: the earlier delete no longer holds
+            "DELETE FROM deletions WHERE namespace=? AND cid=?",
+            [(r.namespace, r.cid) for r in fresh],
+        )
         if fresh:
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='records'").fetchone()
             if row[0] != next_id - 1:  # never expected: ids must be what we handed out
@@ -326,12 +360,68 @@ class Database:
                 found.update((namespace, cid) for (cid,) in rows)
         return found
 
-    def delete(self, conn: sqlite3.Connection, namespace: str, cid: str) -> int | None:
+    def delete(
+        self,
+        conn: sqlite3.Connection,
+        namespace: str,
+        cid: str,
+        written_before: float | None = None,
+    ) -> int | None:
+        """Delete the row (only a copy written before ``written_before``, when given)."""
         row = conn.execute(
-            "DELETE FROM records WHERE namespace=? AND cid=? RETURNING id", (namespace, cid)
+            "DELETE FROM records WHERE namespace=? AND cid=? AND created_at < ? RETURNING id",
+            (namespace, cid, math.inf if written_before is None else written_before),
         ).fetchone()
-        conn.execute("DELETE FROM memory_states WHERE namespace=? AND cid=?", (namespace, cid))
+        if row is not None:
+            conn.execute("DELETE FROM memory_states WHERE namespace=? AND cid=?", (namespace, cid))
         return row[0] if row else None
+
+    # --- tombstones ----------------------------------------------------------------------
+
+    def record_deletion(
+        self,
+        conn: sqlite3.Connection,
+        namespace: str,
+        cid: str,
+        deleted_at: float,
+        proof: str | None,
+        expire_before: float,
+    ) -> None:
+        """Keep a tombstone (a newer one replaces an older one, under a new ``seq``, so readers
+        see it again), and drop those older than ``expire_before``."""
+        conn.execute("DELETE FROM deletions WHERE deleted_at < ?", (expire_before,))
+        key = (namespace, cid)
+        row = conn.execute(
+            "SELECT deleted_at FROM deletions WHERE namespace=? AND cid=?", key
+        ).fetchone()
+        if row is not None and row[0] >= deleted_at:
+            return
+        conn.execute("DELETE FROM deletions WHERE namespace=? AND cid=?", key)
+        conn.execute(
+            "INSERT INTO deletions(namespace, cid, deleted_at, proof) VALUES (?, ?, ?, ?)",
+            (*key, deleted_at, proof),
+        )
+
+    def deletions(self, after: int, limit: int) -> list[Deletion]:
+        """The tombstones with a proof (other replicas can check those), in the order they
+        were kept, from ``seq`` ``after`` on."""
+        rows = self.reader.execute(
+            "SELECT seq, namespace, cid, deleted_at, proof FROM deletions "
+            "WHERE seq > ? AND proof IS NOT NULL ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+        return [Deletion(*row) for row in rows]
+
+    def deleted(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], float]:
+        """When each of these (namespace, CID) was deleted, for those with a tombstone."""
+        found: dict[tuple[str, str], float] = {}
+        for namespace, cid in keys:
+            row = self.reader.execute(
+                "SELECT deleted_at FROM deletions WHERE namespace=? AND cid=?", (namespace, cid)
+            ).fetchone()
+            if row is not None:
+                found[(namespace, cid)] = row[0]
+        return found
 
     def get(self, namespace: str, cid: str) -> Record | None:
         row = self.reader.execute(

@@ -319,12 +319,31 @@ class Store:
                         self._wake.set()
         return [r.cid for r in records]
 
-    def delete(self, cid: str, namespace: str | None = None) -> bool:
-        """Delete a record; True if it existed. Its vector becomes a tombstone until compaction."""
+    def delete(
+        self,
+        cid: str,
+        namespace: str | None = None,
+        *,
+        deleted_at: float | None = None,
+        proof: str | None = None,
+        written_before: float | None = None,
+    ) -> bool:
+        """Delete a record; True if it existed. Its vector becomes a tombstone until compaction.
+
+        The record's deletion is kept too (``deleted_at``, default now, and the ``proof`` of
+        who asked), for ``deletion_retention_s``: replicas that missed the delete are told of
+        it from here. With ``written_before``, only a copy written before then is deleted
+        (a delete never removes a record written again after it).
+        """
         namespace = check_namespace(namespace, self.limits)
+        now = time.time()
         with self.db.write_lock:
             with self.db.transaction() as conn:
-                rowid = self.db.delete(conn, namespace, cid)
+                rowid = self.db.delete(conn, namespace, cid, written_before)
+                if rowid is not None:
+                    expire = now - self.config.deletion_retention_s
+                    at = now if deleted_at is None else deleted_at
+                    self.db.record_deletion(conn, namespace, cid, at, proof, expire)
             if rowid is None:
                 return False
             self._rows.discard(rowid)

@@ -11,6 +11,13 @@ copies the records there.
   replicas confirmed), DEGRADED (some), LOST (none). The validator holds a
   verified copy of every corpus record and stores it on each expected
   replica that lacks it.
+* Deletes: a replica that was down while a record was deleted still holds it
+  when it returns. Each miner keeps its deletions with the signed request that
+  asked for each; every cycle reads the new ones from every serving miner and
+  hands each to every serving miner not yet told of it, which deletes its copy
+  only if the proof holds there (the signer may delete it, and the copy was
+  written before the delete). Miners refuse a validator's copy of a record they
+  deleted, and a record whose proof some miner refused is not copied on.
 * Everyone else's records: each serving miner's records are paged through
   (every namespace its ``/stats`` reports; a bounded number of CIDs per cycle,
   resumed where the last cycle stopped), each copy is verified against its
@@ -22,13 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
 import httpx
 
-from engram.api.calls import Call, Get, ListRecords, Stats
+from engram.api.calls import ApplyDeletionsCall, Call, DeletionsCall, Get, ListRecords, Stats
 from engram.api.exchange import call_node
 from engram.chain.base import Neuron
 from engram.cid import generate_cid
@@ -37,12 +45,15 @@ from engram.errors import EngramError
 from engram.network.client import Network
 from engram.network.routing import REPLICAS, closest
 from engram.records import Record
+from engram.store.db import Deletion
 from engram.validator.corpus import Corpus
 from engram.validator.state import ReplicaHealth
 
 log = logging.getLogger("engram.validator")
 
 MAX_CIDS_PER_CYCLE = 5_000
+MAX_KNOWN_DELETIONS = 100_000  # deletions kept to tell returning miners (the oldest go first)
+_DELETIONS_PER_REQUEST = 200
 PAGE = Limits().max_list_limit
 _CONCURRENT_GETS = 64
 T = TypeVar("T")
@@ -62,6 +73,8 @@ class RepairReport:
     foreign_repaired: int = 0  # copies of other records stored
     unverified: int = 0  # listed records that did not hash to their CID (never copied)
     failed: int = 0  # copies a replica did not accept (retried next cycle)
+    deletions_found: int = 0  # deletions miners kept since the last cycle (proven, new)
+    deletions_applied: int = 0  # copies deleted on replicas that missed a delete
     unreachable: list[str] = field(default_factory=list)  # serving miners that did not answer
 
     def to_dict(self) -> dict[str, object]:
@@ -120,6 +133,15 @@ class Repairer:
         self.max_cids = max_cids
         self._config = ClientConfig(timeout_s=deadline_s, retries=1, backoff_s=0.1)
         self._cursors: dict[Key, int] = {}  # (hotkey, namespace) → next offset
+        # Deletions: read from each miner after its last seq, kept in the order learnt, and
+        # handed to each miner from the position it was last told up to.
+        self._read_upto: dict[str, int] = {}  # hotkey → the seq of its deletions read so far
+        self._deleted: dict[Key, float] = {}  # (namespace, cid) → deleted_at of the newest
+        self._log: list[Deletion] = []
+        self._log_start = 0  # the position of _log[0] (older entries were dropped)
+        self._told_upto: dict[str, int] = {}  # hotkey → log position told up to
+        self._disputed: set[Key] = set()  # deleted, but some miner refused the proof: its
+        # copy may be stale, so it is not copied on (until a miner holds a newer write)
 
     async def _call(self, neuron: Neuron, call: Call[T]) -> T:
         return await call_node(self.http, str(neuron.axon_url), call, self._config, self.deadline_s)
@@ -206,6 +228,88 @@ class Repairer:
         after = [_with_copies(h, added.get(h.cid, ())) for h in health]
         return after, seen | acked
 
+    # --- deletions a replica missed ----------------------------------------------------------
+
+    async def _read_deletions(self, neuron: Neuron) -> list[Deletion]:
+        found: list[Deletion] = []
+        after = self._read_upto.get(neuron.hotkey, 0)
+        while len(found) < self.max_cids:
+            page = await self._call(neuron, DeletionsCall(after, PAGE))
+            found.extend(page)
+            if len(page) < PAGE:
+                break
+            after = page[-1].seq
+        if found:
+            self._read_upto[neuron.hotkey] = found[-1].seq
+        return found
+
+    async def deletions(self, serving: Sequence[Neuron], report: RepairReport) -> None:
+        """Learn the deletions every serving miner kept since the last cycle, then tell each
+        miner those it has not been told (a returning miner: all since it went away)."""
+        pages = await asyncio.gather(
+            *(self._read_deletions(n) for n in serving), return_exceptions=True
+        )
+        deaf: set[str] = set()  # miners that keep no deletions (older versions): not told
+        for neuron, page in zip(serving, pages, strict=True):
+            if isinstance(page, EngramError) and 400 <= page.status < 500:
+                deaf.add(neuron.hotkey)
+                log.info("miner %s shows no deletions: %s", neuron.uid, page.message)
+                continue
+            if isinstance(page, BaseException):
+                if neuron.hotkey not in report.unreachable:
+                    report.unreachable.append(neuron.hotkey)
+                log.info("cannot read the deletions of miner %s: %s", neuron.uid, page)
+                continue
+            for deletion in page:
+                key = (deletion.namespace, deletion.cid)
+                if deletion.deleted_at > self._deleted.get(key, -math.inf):
+                    self._deleted[key] = deletion.deleted_at
+                    self._log.append(deletion)
+                    report.deletions_found += 1
+        if len(self._log) > MAX_KNOWN_DELETIONS:
+            dropped = self._log[: len(self._log) - MAX_KNOWN_DELETIONS]
+            self._log = self._log[len(dropped) :]
+            self._log_start += len(dropped)
+            for d in dropped:
+                if self._deleted.get((d.namespace, d.cid)) == d.deleted_at:
+                    del self._deleted[(d.namespace, d.cid)]
+        end = self._log_start + len(self._log)
+        told = await asyncio.gather(
+            *(
+                self._tell(n, end, report)
+                for n in serving
+                if n.hotkey not in report.unreachable and n.hotkey not in deaf
+            )
+        )
+        report.deletions_applied += sum(told)
+
+    async def _tell(self, neuron: Neuron, end: int, report: RepairReport) -> int:
+        """Send ``neuron`` the deletions it was not told yet; the copies it deleted."""
+        start = max(self._told_upto.get(neuron.hotkey, 0), self._log_start)
+        applied = 0
+        for at in range(start, end, _DELETIONS_PER_REQUEST):
+            chunk = self._log[
+                at - self._log_start : min(end, at + _DELETIONS_PER_REQUEST) - self._log_start
+            ]
+            try:
+                outcomes = await self._call(neuron, ApplyDeletionsCall(chunk))
+            except EngramError as exc:
+                log.info("miner %s was not told of deletions: %s", neuron.uid, exc.message)
+                report.failed += 1
+                return applied  # from here again next cycle
+            applied += outcomes.count("deleted")
+            for deletion, outcome in zip(chunk, outcomes, strict=False):
+                key = (deletion.namespace, deletion.cid)
+                if outcome == "newer":  # written again since: copies of it are wanted
+                    self._disputed.discard(key)
+                elif outcome.startswith("refused"):
+                    self._disputed.add(key)
+                    log.info(
+                        "miner %s refused deletion of %s: %s", neuron.uid, deletion.cid, outcome
+                    )
+            self._told_upto[neuron.hotkey] = at + len(chunk)
+        return applied
+
     # --- everyone else's records -----------------------------------------------------------
 
     async def _scan(
@@ -262,7 +366,7 @@ class Repairer:
             namespaces[neuron.hotkey], records, complete[neuron.hotkey] = scan
             for record in records:
                 key = (record.namespace, record.cid)
-                if key not in copy and len(copy) >= self.max_cids:
+                if key in self._disputed or (key not in copy and len(copy) >= self.max_cids):
                     continue
                 if not _verified(record):
                     report.unverified += 1
@@ -312,8 +416,10 @@ class Repairer:
         health, held = await self.corpus(corpus, serving, report)
         namespace = corpus.records[0].namespace if len(corpus) else ""
         reachable = [n for n in serving if n.hotkey not in report.unreachable]
+        await self.deletions(reachable, report)  # first: what was deleted is not copied
+        reachable = [n for n in reachable if n.hotkey not in report.unreachable]
         await self.foreign(reachable, namespace, report)
         return RepairResult(report, health, held)
 
 
-__all__ = ["MAX_CIDS_PER_CYCLE", "RepairReport", "RepairResult", "Repairer"]
+__all__ = ["MAX_CIDS_PER_CYCLE", "MAX_KNOWN_DELETIONS", "RepairReport", "RepairResult", "Repairer"]

@@ -36,6 +36,7 @@ STORE_MIGRATIONS = [
     "m006_memory_states_and_list_items",
     "m007_namespace_dims",
     "m008_index_segments",
+    "m009_deletions",
 ]
 
 
