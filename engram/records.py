@@ -52,6 +52,7 @@ class Record(_ItemAccess):
     text: str | None = None
     namespace: str = DEFAULT_NAMESPACE
     model_version: str = MODEL_VERSION
+    writer: str | None = None  # the hotkey that signed its write, where a node knows it
 
     def canonical_bytes(self) -> bytes:
         return record_bytes(self.embedding, self.metadata, self.model_version, self.text)
@@ -71,7 +72,7 @@ class Record(_ItemAccess):
     __hash__ = None  # type: ignore[assignment]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "cid": self.cid,
             "namespace": self.namespace,
             "embedding": self.embedding.tolist(),
@@ -79,6 +80,9 @@ class Record(_ItemAccess):
             "text": self.text,
             "model_version": self.model_version,
         }
+        if self.writer is not None:
+            out["writer"] = self.writer
+        return out
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,9 @@ class IngestItem:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     namespace: str | None = None
     model_version: str = MODEL_VERSION
+    # A validator's copy of a record keeps the hotkey that wrote it (only a delete signed by
+    # that hotkey removes a public record); anyone else's write is its own.
+    writer: str | None = None
 
 
 def check_namespace(namespace: str | None, limits: Limits) -> str:

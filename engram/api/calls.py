@@ -193,6 +193,8 @@ def encode_item(item: IngestItem) -> bytes:
         "model_version": item.model_version,
         "namespace": item.namespace,
     }
+    if item.writer is not None:
+        doc["writer"] = item.writer
     if item.embedding is None:
         return to_json(doc)
     return to_json(doc)[:-1] + b',"raw_embedding":' + _vector_json(item.embedding) + b"}"
@@ -210,6 +212,7 @@ def item_from_request(req: IngestRequest) -> IngestItem:
         metadata=req.metadata or {},
         namespace=req.namespace,
         model_version=req.model_version,
+        writer=req.writer,
     )
 
 
@@ -510,6 +513,7 @@ def record_from_wire(doc: Mapping[str, Any]) -> Record:
         text=doc.get("text"),
         namespace=doc.get("namespace") or DEFAULT_NAMESPACE,
         model_version=doc.get("model_version") or MODEL_VERSION,
+        writer=doc.get("writer"),
     )
 
 
@@ -1035,6 +1039,7 @@ def store_records(records: Sequence[Record]) -> IngestMany:
                 metadata=r.metadata,
                 namespace=r.namespace,
                 model_version=r.model_version,
+                writer=r.writer,
             )
             for r in records
         ]

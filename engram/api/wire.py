@@ -46,6 +46,7 @@ class IngestRequest(LegacyFields):
     metadata: dict[str, Any] | None = None
     model_version: str = MODEL_VERSION
     namespace: str | None = None
+    writer: str | None = Field(default=None, max_length=64)  # a validator's copy: who wrote it
 
 
 class IngestResponse(_Wire):
@@ -140,6 +141,7 @@ class RecordOut(_Wire):
     metadata: dict[str, Any]
     text: str | None = None
     model_version: str = MODEL_VERSION
+    writer: str | None = None  # the hotkey that signed its write, where known
 
 
 class ListRequest(LegacyFields):

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -178,7 +179,13 @@ class LocalNode:
     def ingest(
         self, items: Sequence[IngestItem], caller: Caller | None = None
     ) -> list[IngestOutcome]:
-        return self.commit(self.prepare(items), caller)
+        prepared = self.prepare(items)
+        if (caller or self.caller).validator:  # its copies keep the writer they had
+            prepared = [
+                replace(p, writer=item.writer) if isinstance(p, Record) and item.writer else p
+                for p, item in zip(prepared, items, strict=True)
+            ]
+        return self.commit(prepared, caller)
 
     def delete(self, cid: str, namespace: str | None, caller: Caller | None = None) -> None:
         """Delete a record, or raise :class:`NotFoundError` naming where it was looked for.

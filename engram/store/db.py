@@ -220,7 +220,7 @@ def m009_deletions(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS deletions_age ON deletions(deleted_at)")
 
 
-_RECORD_COLUMNS = "id, cid, embedding, metadata, text, namespace, model_version"
+_RECORD_COLUMNS = "id, cid, embedding, metadata, text, namespace, model_version, writer"
 
 
 def row_to_record(row: Sequence[Any]) -> Record:
@@ -231,6 +231,7 @@ def row_to_record(row: Sequence[Any]) -> Record:
         text=row[4],
         namespace=row[5],
         model_version=row[6],
+        writer=row[7],
     )
 
 
@@ -298,6 +299,7 @@ class Database:
         self, conn: sqlite3.Connection, records: Sequence[Record], writer: str | None = None
     ) -> list[int | None]:
         """Insert records; returns each new row id, or None where the CID was already stored.
+        Each is written by ``writer``, or by its own :attr:`Record.writer` where it has one.
 
         Runs inside the writer's transaction: new rows get consecutive ids after
         the table's sequence, so one ``executemany`` can insert them all.
@@ -327,7 +329,7 @@ class Database:
                     json.dumps(r.metadata, separators=(",", ":")),
                     r.text,
                     r.model_version,
-                    writer,
+                    r.writer or writer,
                 )
                 for r in fresh
             ],

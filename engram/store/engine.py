@@ -280,7 +280,8 @@ class Store:
         """Store records durably (one transaction) and return their CIDs.
 
         ``writer`` is the hotkey that signed the write (the only one that may
-        delete a public record). Re-storing a CID already in the namespace
+        delete a public record); a record that names its own writer (a
+        validator's copy) keeps that one. Re-storing a CID already in the namespace
         changes nothing, its writer included.
         """
         if not records:

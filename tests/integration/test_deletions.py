@@ -222,3 +222,27 @@ def test_deletions_are_shown_to_validators_only_and_bad_ones_get_a_400(subnet: S
         assert answer.status_code == 200
         (outcome,) = answer.json()["outcomes"]
         assert outcome.startswith("refused: not a signed request")
+
+
+def test_the_writer_deletes_a_public_record_a_validator_copied(subnet: Subnet) -> None:
+    """Repair copies a public record onto the next closest miner while a replica is down: its
+    writer may still delete it everywhere, that copy included."""
+
+    async def body() -> None:
+        async with Validator(subnet.validator_config()) as v:
+            alice = subnet.client()
+            try:
+                reports = await alice.ingest(_items(PUBLIC, 4))
+                assert all(r.ok for r in reports)
+                down = max(subnet.miners, key=lambda m: len(m.holds(PUBLIC)))
+                held = sorted(down.holds(PUBLIC))
+                subnet.stop(down)
+                await _until_serving(down, False, alice, v.network)
+                assert (await v.repair_round()).foreign_repaired >= len(held)
+                for cid in held:
+                    await alice.delete(cid, PUBLIC)
+                    assert not any(cid in m.holds(PUBLIC) for m in subnet.miners if m.server)
+            finally:
+                await alice.close()
+
+    asyncio.run(body())
