@@ -17,7 +17,7 @@ import pytest
 from bittensor.sp_core import Keypair
 
 from engram.api.calls import Delete
-from engram.errors import ConflictError, ForbiddenError
+from engram.errors import ConflictError, ForbiddenError, InvalidRequestError
 from engram.node.local import LocalNode
 from engram.records import IngestItem, Record
 from engram.security.access import Caller, SignedRequest
@@ -178,3 +178,15 @@ def test_tombstones_expire_after_the_retention(tmp_path: Path) -> None:
         time.sleep(0.1)
         store.delete(records[1].cid, proof="{}")  # each delete drops the expired ones
         assert [d.cid for d in store.db.deletions(0, 10)] == [records[1].cid]
+
+
+def test_a_proof_is_read_from_either_spelling_of_a_delete_and_never_with_a_key() -> None:
+    cid = "v1::" + "ab" * 32
+    modern = SignedRequest("DELETE", f"/records/{cid}?namespace=notes", b"", {})
+    legacy = SignedRequest("DELETE", f"/retrieve/{cid}", b'{"namespace":"notes"}', {})
+    assert Delete.from_signed(modern) == Delete.from_signed(legacy) == Delete(cid, "notes")
+    keyed = replace(legacy, body=b'{"namespace":"notes","namespace_key":"a-shared-secret"}')
+    with pytest.raises(InvalidRequestError, match="namespace key"):
+        Delete.from_signed(keyed)
+    with pytest.raises(InvalidRequestError, match="no delete"):
+        Delete.from_signed(replace(modern, method="GET"))
