@@ -6,13 +6,16 @@ its own process and measure that process alone.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
 import random
 import resource
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -210,8 +213,6 @@ def time_queries(
     fn: Callable[[np.ndarray], list[int]], queries: np.ndarray, warmup: int = 0
 ) -> tuple[np.ndarray, list[list[int]]]:
     """Run ``fn`` on each query in turn (after ``warmup`` untimed ones); (seconds each, results)."""
-    import time
-
     for q in queries[:warmup]:
         fn(q)
     lat = np.empty(len(queries), dtype=np.float64)
@@ -304,6 +305,74 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# --- a local subnet for the network benchmarks ---------------------------------------------
+
+
+class BenchFailure(RuntimeError):
+    """The subnet could not be set up as the benchmark needs (nothing measured)."""
+
+
+def isolated_home(work: Path) -> Path:
+    """A fresh ENGRAM_HOME under ``work`` whose ``models/`` is the current home's, if any."""
+    from engram.config import engram_home
+
+    models = engram_home() / "models"
+    home = work / "engram-home"
+    home.mkdir()
+    if models.is_dir():
+        (home / "models").symlink_to(models.resolve(), target_is_directory=True)
+    os.environ["ENGRAM_HOME"] = str(home)
+    return home
+
+
+@contextmanager
+def subnet(home: Path, miners: int) -> Iterator[Any]:
+    """A localnet on free loopback ports, ready and with every miner serving."""
+    from engram.chain.local import LocalChain
+    from engram.localnet import Localnet
+
+    net = Localnet(
+        home=home / "localnet",
+        miners=miners,
+        miner_ports=[free_port() for _ in range(miners)],
+        gateway_port=free_port(),
+        validator_port=free_port(),
+    )
+    t0 = time.perf_counter()
+    net.prepare()
+    try:
+        net.start()
+        net.wait_ready()
+        chain = LocalChain(net.home / "chain.sqlite")
+        try:
+            deadline = time.monotonic() + 60
+            while len(chain.metagraph(net.netuid).serving()) < miners:
+                if time.monotonic() > deadline:
+                    raise BenchFailure(f"not all {miners} miners serve after 60 s")
+                time.sleep(0.25)
+        finally:
+            chain.close()
+        err.print(f"  subnet ready in {time.perf_counter() - t0:.1f} s: gateway {net.gateway_url}")
+        yield net
+    finally:
+        net.stop()
+
+
+def run_async(coro: Any) -> Any:
+    """Run ``coro`` on uvloop when it is installed (as the servers do), else asyncio."""
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+def pct_ms(values: list[float], q: float) -> float | None:
+    """The ``q``th percentile of durations in seconds, in milliseconds (``None`` for none)."""
+    return float(np.percentile(values, q) * 1e3) if values else None
+
+
 def run_load(spec: dict[str, Any], work: Path, timeout_s: float) -> list[dict[str, Any]]:
     """Run ``spec`` in a fresh client process; one summary dict per run, in order."""
     import json
@@ -363,7 +432,7 @@ def _load_bodies(body: dict[str, Any]) -> tuple[list[bytes], list[int]]:
     raise ValueError(f"unknown body kind {kind!r}")
 
 
-def _server_cpu_s(pid: int | None) -> float | None:
+def server_cpu_s(pid: int | None) -> float | None:
     """User + system CPU seconds of process ``pid`` (all its threads) so far."""
     if pid is None:
         return None
@@ -450,9 +519,6 @@ def check_answer(
 
 
 async def _one_run(base_url: str, server_pid: int | None, run: dict[str, Any]) -> dict[str, Any]:
-    import asyncio
-    import time
-
     import aiohttp
 
     bodies, items = _load_bodies(run["body"])
@@ -534,11 +600,11 @@ async def _one_run(base_url: str, server_pid: int | None, run: dict[str, Any]) -
                 lat[i] = clock() - t0
                 check(warmup + i, status, raw, timed=True)
 
-        cpu0, srv0, t0 = time.process_time(), _server_cpu_s(server_pid), clock()
+        cpu0, srv0, t0 = time.process_time(), server_cpu_s(server_pid), clock()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = clock() - t0
         client_cpu = time.process_time() - cpu0
-        srv1 = _server_cpu_s(server_pid)
+        srv1 = server_cpu_s(server_pid)
 
     done = lat[~np.isnan(lat)]
     n = len(done)
@@ -588,9 +654,6 @@ async def _one_run(base_url: str, server_pid: int | None, run: dict[str, Any]) -
 
 def load_client_main(spec_path: str, out_path: str) -> None:
     """Entry point of the client process started by :func:`run_load`."""
-    import asyncio
-    import json
-
     spec = json.loads(Path(spec_path).read_text())
 
     async def all_runs() -> list[dict[str, Any]]:
@@ -598,10 +661,5 @@ def load_client_main(spec_path: str, out_path: str) -> None:
             await _one_run(spec["base_url"], spec.get("server_pid"), run) for run in spec["runs"]
         ]
 
-    try:
-        import uvloop
-
-        results = uvloop.run(all_runs())
-    except ImportError:
-        results = asyncio.run(all_runs())
+    results = run_async(all_runs())
     Path(out_path).write_text(json.dumps(results, indent=1))

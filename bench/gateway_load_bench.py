@@ -64,8 +64,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +77,18 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import check_answer, err, free_port, machine_info, make_sentences, write_json
+from _common import (
+    BenchFailure,
+    check_answer,
+    err,
+    isolated_home,
+    machine_info,
+    make_sentences,
+    pct_ms,
+    run_async,
+    subnet,
+    write_json,
+)
 
 K = 10
 INGEST_BATCH = 100
@@ -95,10 +104,6 @@ SCENARIOS = ("signed", "anonymous")
 clock = time.perf_counter
 
 
-class BenchFailure(RuntimeError):
-    """The subnet could not be set up as the benchmark needs (nothing measured)."""
-
-
 # --- the subnet ------------------------------------------------------------------------------
 
 
@@ -110,52 +115,6 @@ def _default_limits_env() -> dict[str, str]:
     names = [f"ENGRAM_{f.name.upper()}" for f in dataclasses.fields(SecurityConfig)]
     names.append("ENGRAM_REQUIRE_SIGNATURES")
     return {n: os.environ.pop(n) for n in names if n in os.environ}
-
-
-def _isolated_home(work: Path) -> Path:
-    """A fresh ENGRAM_HOME under ``work`` whose ``models/`` is the current home's, if any."""
-    from engram.config import engram_home
-
-    models = engram_home() / "models"
-    home = work / "engram-home"
-    home.mkdir()
-    if models.is_dir():
-        (home / "models").symlink_to(models.resolve(), target_is_directory=True)
-    os.environ["ENGRAM_HOME"] = str(home)
-    return home
-
-
-@contextmanager
-def subnet(home: Path, miners: int) -> Iterator[Any]:
-    """A localnet on free loopback ports, ready and with every miner serving."""
-    from engram.chain.local import LocalChain
-    from engram.localnet import Localnet
-
-    net = Localnet(
-        home=home / "localnet",
-        miners=miners,
-        miner_ports=[free_port() for _ in range(miners)],
-        gateway_port=free_port(),
-        validator_port=free_port(),
-    )
-    t0 = clock()
-    net.prepare()
-    try:
-        net.start()
-        net.wait_ready()
-        chain = LocalChain(net.home / "chain.sqlite")
-        try:
-            deadline = time.monotonic() + 60
-            while len(chain.metagraph(net.netuid).serving()) < miners:
-                if time.monotonic() > deadline:
-                    raise BenchFailure(f"not all {miners} miners serve after 60 s")
-                time.sleep(0.25)
-        finally:
-            chain.close()
-        err.print(f"  subnet ready in {clock() - t0:.1f} s: gateway {net.gateway_url}")
-        yield net
-    finally:
-        net.stop()
 
 
 def ingest(gateway: str, texts: list[str]) -> dict[str, Any]:
@@ -322,19 +281,6 @@ async def _scenario(
     return samples, wall, cpu
 
 
-def _run(coro: Any) -> Any:
-    try:
-        import uvloop
-
-        return uvloop.run(coro)
-    except ImportError:
-        return asyncio.run(coro)
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q) * 1e3) if values else None
-
-
 def run_scenario(name: str, net: Any, args: argparse.Namespace, bodies: list[bytes],
                  limits: Any) -> dict[str, Any]:  # fmt: skip
     """One scenario against the running subnet, summarised and judged."""
@@ -356,7 +302,7 @@ def run_scenario(name: str, net: Any, args: argparse.Namespace, bodies: list[byt
     gw_before = http_counts(net.gateway_url)
     cpu_before = {n: _cpu_s(p) for n, p in procs.items()}
     load0 = round(os.getloadavg()[0], 2)
-    samples, wall, client_cpu = _run(
+    samples, wall, client_cpu = run_async(
         _scenario(
             net.gateway_url, path, bodies, signers, args.clients, args.rate, args.seconds, refill_s
         )
@@ -467,11 +413,11 @@ def run_scenario(name: str, net: Any, args: argparse.Namespace, bodies: list[byt
         "unexplained_429": unexplained_429,
         "ok_per_s": len(ok) / wall if wall > 0 else None,
         "answered_per_s": (len(timed) - transport) / wall if wall > 0 else None,
-        "p50_ms": _pct(lat, 50),
-        "p95_ms": _pct(lat, 95),
-        "p99_ms": _pct(lat, 99),
+        "p50_ms": pct_ms(lat, 50),
+        "p95_ms": pct_ms(lat, 95),
+        "p99_ms": pct_ms(lat, 99),
         "max_ms": max(lat) * 1e3 if lat else None,
-        "lag_p99_ms": _pct(lags, 99),
+        "lag_p99_ms": pct_ms(lags, 99),
         "lag_max_ms": max(lags) * 1e3 if lags else None,
         "warmup": {"sent": len(warm), "failed": len(warm_bad), "refill_wait_s": refill_s},
         "miners": miner_rows,
@@ -632,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     finished = False
     runs: list[dict[str, Any]] = []
     try:
-        home = _isolated_home(work)
+        home = isolated_home(work)
         texts, _ = make_sentences(args.corpus + QUERY_TEXTS, seed=args.seed)
         corpus, queries = texts[: args.corpus], texts[args.corpus :]
         vectors = None

@@ -76,14 +76,18 @@ except ImportError:  # run from a checkout without `pip install -e .`
 
 from _common import (
     RESULTS_DIR,
-    _server_cpu_s,
+    BenchFailure,
     check_answer,
     err,
+    isolated_home,
     machine_info,
     make_sentences,
+    pct_ms,
+    run_async,
+    server_cpu_s,
+    subnet,
     write_json,
 )
-from gateway_load_bench import BenchFailure, _isolated_home, _pct, _run, subnet
 
 NAMESPACE = "soak"
 OPS = ("ingest", "search", "get", "delete")
@@ -319,7 +323,7 @@ class Soak:
         for name, pid in procs:
             rss = rss_of(pid)
             if rss is not None:
-                self.memory.append((t, name, pid, rss, _server_cpu_s(pid)))
+                self.memory.append((t, name, pid, rss, server_cpu_s(pid)))
 
     async def memory_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -637,8 +641,8 @@ def op_rows(samples: list[Sample], ev: Events, seconds: float) -> dict[str, dict
             "failures": dict(Counter(s.failure for s in failed)),
             "failed_by_phase": dict(Counter(phase_at(s.due, ev) for s in failed)),
             "statuses": dict(Counter(str(s.status) for s in mine)),
-            "p50_ms": _pct(ok, 50),
-            "p99_ms": _pct(ok, 99),
+            "p50_ms": pct_ms(ok, 50),
+            "p99_ms": pct_ms(ok, 99),
             "max_ms": max(ok) * 1e3 if ok else None,
             "first_error": next((s.detail for s in failed), None),
         }
@@ -864,11 +868,11 @@ def main(argv: list[str] | None = None) -> int:
     soak: Soak | None = None
     result: dict[str, Any] = {}
     try:
-        home = _isolated_home(work)
+        home = isolated_home(work)
         err.print(f"starting a localnet with {args.miners} miners under {home} ...")
         with subnet(home, args.miners) as net:
             soak = Soak(net, args)
-            result = _run(soak.run())
+            result = run_async(soak.run())
     except (BenchFailure, EngramError) as exc:  # e.g. a child that exited while starting
         failure = str(exc)
     report["wall_s"] = clock() - t_start
@@ -887,7 +891,7 @@ def main(argv: list[str] | None = None) -> int:
         "offered_per_s": args.rate,
         "answered_per_s": len(soak.samples) / last if last else None,
         "backlog_max": soak.backlog_max,
-        "wait_p99_ms": _pct([s.wait_s for s in soak.samples], 99),
+        "wait_p99_ms": pct_ms([s.wait_s for s in soak.samples], 99),
         "wait_max_ms": max(s.wait_s for s in soak.samples) * 1e3 if soak.samples else None,
     }
     report["durability"] = result["durability"]
