@@ -141,7 +141,9 @@ class RecordOut(_Wire):
     metadata: dict[str, Any]
     text: str | None = None
     model_version: str = MODEL_VERSION
-    writer: str | None = None  # the hotkey that signed its write, where known
+    # The hotkey that signed its write, where known; absent otherwise, so a record written
+    # unsigned has exactly the original clients' fields.
+    writer: str | None = Field(default=None, exclude_if=lambda writer: writer is None)
 
 
 class ListRequest(LegacyFields):

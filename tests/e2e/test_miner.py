@@ -50,14 +50,16 @@ CORPUS = [
         {"topic": "sports", "year": 2023},
     ),
 ]
-RECORD_KEYS = {"cid", "namespace", "embedding", "metadata", "text", "model_version"}
+ALICE = Keypair.create_from_uri("//Alice")
+# A record's fields; ``writer`` (the hotkey that signed its write) only for a signed write.
+RECORD_KEYS = {"cid", "namespace", "embedding", "metadata", "text", "model_version", "writer"}
 HIT_KEYS = {"cid", "score", "metadata", "text"}
 
 
 @pytest.fixture(scope="module")
 def http(miner: MinerProcess) -> Iterator[httpx.Client]:
     # Signed, as a real client would be: challenges are answered, its records are its to delete.
-    auth = HotkeyAuth(Keypair.create_from_uri("//Alice"))
+    auth = HotkeyAuth(ALICE)
     with httpx.Client(base_url=miner.url, timeout=60.0, auth=auth) as client:
         yield client
 
@@ -149,7 +151,7 @@ def test_miner_ingest_text_vector_and_both(http: httpx.Client) -> None:
     assert both_cid != vec_cid
 
     stored = _ok(http.get(f"/retrieve/{both_cid}"))
-    assert set(stored) == RECORD_KEYS
+    assert set(stored) == RECORD_KEYS and stored["writer"] == ALICE.ss58_address
     assert stored["text"] == text and stored["namespace"] == ns
     assert np.array_equal(np.asarray(stored["embedding"], dtype=np.float32), vec)
     assert _ok(http.get("/count", params={"namespace": ns})) == {"count": 3, "namespace": ns}
@@ -264,6 +266,7 @@ def test_miner_retrieve_passes_an_audit_from_the_cid_alone(http: httpx.Client) -
     for cid in cids:
         doc = _ok(http.get(f"/retrieve/{cid}"))
         assert set(doc) == RECORD_KEYS and doc["cid"] == cid
+        assert doc["writer"] == ALICE.ss58_address
         verify_cid(cid, doc["embedding"], doc["metadata"], doc["model_version"], doc["text"])
     # The audit has teeth: one changed byte of text or one changed float fails it.
     doc = _ok(http.get(f"/retrieve/{cids[0]}"))
