@@ -46,7 +46,7 @@ from engram.records import (
     prepare_records,
 )
 from engram.security.access import OPERATOR, Caller, NamespaceAccess, Permission, SignedRequest
-from engram.security.signing import proven_caller
+from engram.security.signing import proven_caller, signed_at
 from engram.store import Store
 from engram.store.db import Deletion
 
@@ -200,7 +200,7 @@ class LocalNode:
         if who.signed and who.signed_request is not None:
             with contextlib.suppress(EngramError):  # kept only if it proves this very delete
                 if Delete.from_signed(who.signed_request) == Delete(cid, namespace):
-                    _, deleted_at = proven_caller(who.signed_request)
+                    deleted_at = signed_at(who.signed_request)  # the gate verified it
                     proof = who.signed_request.to_json()
         if not self.store.delete(cid, ns, deleted_at=deleted_at, proof=proof):
             raise NotFoundError(f"no record {cid} in namespace {ns}")

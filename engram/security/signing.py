@@ -86,6 +86,20 @@ def as_sent(caller: Caller, target: str) -> Caller:
     return caller
 
 
+def _nonce_ns(signed: SignedRequest) -> int:
+    lowered = {k.lower(): v for k, v in signed.headers.items()}
+    try:
+        return int(lowered.get(http_auth.HEADER_NONCE.lower(), ""))
+    except ValueError:
+        raise UnauthorizedError(f"the proof has no {http_auth.HEADER_NONCE}") from None
+
+
+def signed_at(signed: SignedRequest) -> float:
+    """When ``signed`` was signed (its nonce, in seconds since the epoch), for a request whose
+    signature was verified already."""
+    return _nonce_ns(signed) / 1e9
+
+
 def proven_caller(signed: SignedRequest) -> tuple[Caller, float]:
     """Who signed ``signed`` and when (seconds since the epoch), however long ago.
 
@@ -94,15 +108,17 @@ def proven_caller(signed: SignedRequest) -> tuple[Caller, float]:
     signature over method, target and body does. Its receiver binding is not checked
     either: the owner asked one replica, and the request proves the same to all of them.
     """
-    lowered = {k.lower(): v for k, v in signed.headers.items()}
+    nonce = _nonce_ns(signed)
+    receiver = {k.lower(): v for k, v in signed.headers.items()}.get(
+        http_auth.HEADER_RECEIVER.lower(), ""
+    )
     try:
-        nonce = int(lowered.get(http_auth.HEADER_NONCE.lower(), ""))
         verified = http_auth.verify(
             signed.headers,
             signed.body,
             method=signed.method,
             path=signed.target,
-            self_hotkey_ss58=lowered.get(http_auth.HEADER_RECEIVER.lower(), ""),
+            self_hotkey_ss58=receiver,
             max_age=1.0,
             require_receiver=False,
             nonce_store=http_auth.InMemoryNonceStore(retention=4.0),
