@@ -23,6 +23,8 @@ ScopeOption = Annotated[
     typer.Option("--scope", "-s", help="read, write or admin; repeat for several"),
 ]
 
+KeyIdArgument = Annotated[str, typer.Argument(help="the key's id (ek_<id>_...)")]
+
 
 def _connection(url: str | None, wallet: str | None, wallet_path: WalletPathOption) -> Connection:
     return Connection(url, None, wallet, wallet_path)
@@ -85,7 +87,7 @@ def list_keys(
 
 @app.command("rotate")
 def rotate(
-    key_id: Annotated[str, typer.Argument(help="the key's id (ek_<id>_...)")],
+    key_id: KeyIdArgument,
     url: UrlOption = None,
     wallet: SignerOption = None,
     wallet_path: WalletPathOption = None,
@@ -99,7 +101,7 @@ def rotate(
 
 @app.command("revoke")
 def revoke(
-    key_id: Annotated[str, typer.Argument(help="the key's id (ek_<id>_...)")],
+    key_id: KeyIdArgument,
     url: UrlOption = None,
     wallet: SignerOption = None,
     wallet_path: WalletPathOption = None,
