@@ -72,7 +72,7 @@ class RepairReport:
     foreign_checked: int = 0  # other records whose replicas were checked
     foreign_repaired: int = 0  # copies of other records stored
     unverified: int = 0  # listed records that did not hash to their CID (never copied)
-    failed: int = 0  # copies a replica did not accept (retried next cycle)
+    failed: int = 0  # copies, or requests to apply deletions, a replica did not accept (retried)
     deletions_found: int = 0  # deletions miners kept since the last cycle (proven, new)
     deletions_applied: int = 0  # copies deleted on replicas that missed a delete
     unreachable: list[str] = field(default_factory=list)  # serving miners that did not answer
