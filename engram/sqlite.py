@@ -42,7 +42,9 @@ def connect(
     """A connection any thread may use, in autocommit mode: transactions are explicit ``BEGIN``s.
 
     ``busy_timeout`` is set first, because switching to WAL may itself wait for
-    another process. ``mode`` is SQLite's URI mode (``ro`` opens without
+    another process. The switch is also retried: when several connections open a
+    new file at once, SQLite answers "locked" at once, without waiting, to all
+    but one of them. ``mode`` is SQLite's URI mode (``ro`` opens without
     creating or writing).
     """
     if synchronous is not None and synchronous.upper() not in _SYNCHRONOUS:
@@ -59,7 +61,7 @@ def connect(
     try:
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         if wal:
-            conn.execute("PRAGMA journal_mode=WAL")
+            retry(lambda: conn.execute("PRAGMA journal_mode=WAL"), attempts=8, backoff_s=0.01)
         if synchronous is not None:
             conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
         if cache_size_kib is not None:

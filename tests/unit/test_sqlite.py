@@ -247,17 +247,19 @@ def test_concurrent_openers_run_each_migration_exactly_once(tmp_path: Path) -> N
 
     ran: list[list[str]] = []
     errors: list[BaseException] = []
-    start = threading.Barrier(4)
+    start = threading.Barrier(4, timeout=30)  # a thread that fails must not hang the others
 
     def open_it() -> None:
-        conn = sqlite.connect(path)
         try:
-            start.wait()
-            ran.append(migrations.apply(conn))
+            conn = sqlite.connect(path)
+            try:
+                start.wait()
+                ran.append(migrations.apply(conn))
+            finally:
+                conn.close()
         except BaseException as exc:  # surfaced below, in the test's thread
+            start.abort()
             errors.append(exc)
-        finally:
-            conn.close()
 
     threads = [threading.Thread(target=open_it) for _ in range(4)]
     for t in threads:
@@ -267,6 +269,30 @@ def test_concurrent_openers_run_each_migration_exactly_once(tmp_path: Path) -> N
     assert errors == []
     assert sorted(ran) == [[], [], [], ["m1", "m2"]]
     assert _execute(path, "SELECT name FROM runs ORDER BY rowid") == [("m1",), ("m2",)]
+
+
+def test_connections_opened_at_once_on_a_new_file_all_succeed(tmp_path: Path) -> None:
+    # SQLite answers "locked" at once, without its busy handler, to all but one of
+    # several connections switching a new file to WAL together; connect() waits it out.
+    errors: list[BaseException] = []
+    for round_ in range(40):
+        path = tmp_path / f"new-{round_}.sqlite"
+        start = threading.Barrier(4, timeout=30)
+
+        def open_it(path: Path = path, start: threading.Barrier = start) -> None:
+            try:
+                start.wait()
+                sqlite.connect(path).close()
+            except BaseException as exc:  # surfaced below, in the test's thread
+                start.abort()
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
 
 
 def test_an_up_to_date_database_needs_no_write_lock(tmp_path: Path) -> None:
