@@ -246,27 +246,12 @@ def test_concurrent_openers_run_each_migration_exactly_once(tmp_path: Path) -> N
         c.execute("INSERT INTO runs VALUES ('m2')")
 
     ran: list[list[str]] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(4, timeout=30)  # a thread that fails must not hang the others
 
-    def open_it() -> None:
-        try:
-            conn = sqlite.connect(path)
-            try:
-                start.wait()
-                ran.append(migrations.apply(conn))
-            finally:
-                conn.close()
-        except BaseException as exc:  # surfaced below, in the test's thread
-            start.abort()
-            errors.append(exc)
+    def open_and_migrate() -> None:
+        with closing(sqlite.connect(path)) as conn:
+            ran.append(migrations.apply(conn))
 
-    threads = [threading.Thread(target=open_it) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert _at_once(open_and_migrate) == []
     assert sorted(ran) == [[], [], [], ["m1", "m2"]]
     assert _execute(path, "SELECT name FROM runs ORDER BY rowid") == [("m1",), ("m2",)]
 
@@ -274,25 +259,30 @@ def test_concurrent_openers_run_each_migration_exactly_once(tmp_path: Path) -> N
 def test_connections_opened_at_once_on_a_new_file_all_succeed(tmp_path: Path) -> None:
     # SQLite answers "locked" at once, without its busy handler, to all but one of
     # several connections switching a new file to WAL together; connect() waits it out.
-    errors: list[BaseException] = []
-    for round_ in range(40):
+    for round_ in range(150):
         path = tmp_path / f"new-{round_}.sqlite"
-        start = threading.Barrier(4, timeout=30)
+        assert _at_once(lambda path=path: sqlite.connect(path).close()) == []
 
-        def open_it(path: Path = path, start: threading.Barrier = start) -> None:
-            try:
-                start.wait()
-                sqlite.connect(path).close()
-            except BaseException as exc:  # surfaced below, in the test's thread
-                start.abort()
-                errors.append(exc)
 
-        threads = [threading.Thread(target=open_it) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert errors == []
+def _at_once(action: Callable[[], None], threads: int = 4) -> list[BaseException]:
+    """Run ``action`` in ``threads`` threads released together; what they raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads, timeout=30)  # one that fails must not hang the others
+
+    def run() -> None:
+        try:
+            start.wait()
+            action()
+        except BaseException as exc:  # surfaced in the test's thread
+            start.abort()
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return errors
 
 
 def test_an_up_to_date_database_needs_no_write_lock(tmp_path: Path) -> None:
