@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,31 @@ def pytest_configure(config: pytest.Config) -> None:
     # Every test talks from one loopback address, far beyond one client's budget; the rate
     # limits have their own tests (tests/integration/test_security.py) with explicit settings.
     os.environ["ENGRAM_RATE_LIMITS"] = "0"
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = exitstatus
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the run even when a test left a thread blocked.
+
+    The interpreter waits for every non-daemon thread at exit, so one stuck
+    thread turns a reported failure into a run that never ends.
+    """
+    deadline = time.monotonic() + 10
+    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for t in stuck:
+        t.join(max(0.0, deadline - time.monotonic()))
+    names = [t.name for t in stuck if t.is_alive()]
+    if names:
+        print(f"\nthreads still blocked after the run: {', '.join(names)}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(config.stash.get(_EXIT_STATUS, 0) or pytest.ExitCode.TESTS_FAILED)
 
 
 @pytest.fixture(autouse=True)
