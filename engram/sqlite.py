@@ -43,9 +43,9 @@ def connect(
 
     ``busy_timeout`` is set first, because switching to WAL may itself wait for
     another process. The switch is also retried: when several connections open a
-    new file at once, SQLite answers "locked" at once, without waiting, to all
-    but one of them. ``mode`` is SQLite's URI mode (``ro`` opens without
-    creating or writing).
+    new file at once, SQLite may answer "locked" at once, without waiting, to some
+    of them. ``mode`` is SQLite's URI mode (``ro`` opens without creating or
+    writing).
     """
     if synchronous is not None and synchronous.upper() not in _SYNCHRONOUS:
         raise InvalidRequestError(
