@@ -87,9 +87,8 @@ def as_sent(caller: Caller, target: str) -> Caller:
 
 
 def _nonce_ns(signed: SignedRequest) -> int:
-    lowered = {k.lower(): v for k, v in signed.headers.items()}
     try:
-        return int(lowered.get(http_auth.HEADER_NONCE.lower(), ""))
+        return int(httpx.Headers(signed.headers).get(http_auth.HEADER_NONCE, ""))
     except ValueError:
         raise UnauthorizedError(f"the proof has no {http_auth.HEADER_NONCE}") from None
 
@@ -109,9 +108,7 @@ def proven_caller(signed: SignedRequest) -> tuple[Caller, float]:
     either: the owner asked one replica, and the request proves the same to all of them.
     """
     nonce = _nonce_ns(signed)
-    receiver = {k.lower(): v for k, v in signed.headers.items()}.get(
-        http_auth.HEADER_RECEIVER.lower(), ""
-    )
+    receiver = httpx.Headers(signed.headers).get(http_auth.HEADER_RECEIVER, "")
     try:
         verified = http_auth.verify(
             signed.headers,
