@@ -177,7 +177,7 @@ def create_miner_app(
     async def deletions(
         request: Request,
         after: Annotated[int, Query(ge=0)] = 0,
-        limit: Annotated[int, Query(ge=1)] = 1_000,
+        limit: Annotated[int, Query(ge=1)] = limits.max_list_limit,
     ) -> dict[str, Any]:
         """Tombstones this miner kept, with the signed requests that prove them (validators
         hand them to replicas that missed the delete)."""
